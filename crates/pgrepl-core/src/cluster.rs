@@ -1,0 +1,237 @@
+//! A cluster as pgrepl works on it: the spec, where its files are, which PostgreSQL runs it,
+//! and as whom.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::postgres::binaries::{self, Wanted};
+use crate::postgres::conn::{self, ConnParams, Session};
+use crate::postgres::server::Server;
+use crate::postgres::PgInstall;
+use crate::progress::Progress;
+use crate::runtime::Runner;
+use crate::secrets::{self, Secrets, SUPERUSER};
+use crate::spec::{ClusterSpec, NodeSpec};
+
+/// What every command gets from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub config: PathBuf,
+    pub pg_bin: Option<PathBuf>,
+    pub os_user: Option<String>,
+}
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub spec_path: PathBuf,
+    /// `.pgrepl/<name>` next to the spec unless the spec says otherwise.
+    pub dir: PathBuf,
+    pub pg: PgInstall,
+    pub runner: Runner,
+}
+
+impl Cluster {
+    /// Loads the spec and finds PostgreSQL. With `provision`, PostgreSQL 18 is installed into
+    /// the cache when missing.
+    pub async fn open(opts: &Options, provision: bool, progress: &dyn Progress) -> Result<Cluster> {
+        let spec = ClusterSpec::load(&opts.config)?;
+        Self::with_spec(spec, opts, provision, progress).await
+    }
+
+    pub async fn with_spec(
+        spec: ClusterSpec,
+        opts: &Options,
+        provision: bool,
+        progress: &dyn Progress,
+    ) -> Result<Cluster> {
+        let runner = Runner::new(opts.os_user.as_deref())?;
+        let spec_path = absolute(&opts.config);
+        let spec_dir = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let dir = match &spec.cluster.data_dir {
+            Some(d) if d.is_absolute() => d.clone(),
+            Some(d) => spec_dir.join(d),
+            None => spec_dir.join(".pgrepl").join(&spec.cluster.name),
+        };
+        let wanted =
+            Wanted::from_settings(opts.pg_bin.as_deref(), &spec.cluster.postgres, &spec_dir)?;
+        let pg = binaries::resolve(&wanted, provision, &runner, progress).await?;
+        Ok(Cluster {
+            spec,
+            spec_path,
+            dir,
+            pg,
+            runner,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.cluster.name
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeSpec> {
+        self.spec.node(name)
+    }
+
+    pub fn data_dir(&self, node: &str) -> PathBuf {
+        self.dir.join(node)
+    }
+
+    pub fn log_file(&self, node: &str) -> PathBuf {
+        self.dir.join("log").join(format!("{node}.log"))
+    }
+
+    pub fn passfile(&self) -> PathBuf {
+        self.dir.join("pgpass")
+    }
+
+    pub fn server(&self, node: &str) -> Server<'_> {
+        Server {
+            pg: &self.pg,
+            runner: &self.runner,
+            data: self.data_dir(node),
+            log: self.log_file(node),
+        }
+    }
+
+    pub fn hosts(&self) -> Vec<IpAddr> {
+        let mut hosts: Vec<IpAddr> = self.spec.nodes.iter().map(|n| n.host).collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// Creates the cluster directory (owned by the OS user, 0700) after checking that user
+    /// can reach it.
+    pub async fn ensure_dir(&self) -> Result<()> {
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        let existing = crate::runtime::local::existing_ancestor(parent);
+        self.runner.check_reachable(&existing).await?;
+        std::fs::create_dir_all(parent).what(|| format!("cannot create {}", parent.display()))?;
+        self.runner.check_reachable(parent).await?;
+        self.create_dirs()
+    }
+
+    /// The cluster directory and its log directory, private to the OS user.
+    fn create_dirs(&self) -> Result<()> {
+        self.runner.create_private_dir(&self.dir)?;
+        self.runner.create_private_dir(&self.dir.join("log"))
+    }
+
+    pub fn secrets(&self) -> Result<Secrets> {
+        Secrets::load(&self.passfile(), &self.spec.cluster.replication_user)?.ok_or_else(|| {
+            Error::Precondition(format!(
+                "cluster '{}' has not been initialized (no {}): run `pgrepl up` or `pgrepl primary init {}`",
+                self.name(),
+                self.passfile().display(),
+                self.spec.root().name
+            ))
+        })
+    }
+
+    /// Writes a file inside the cluster directory, owned by the OS user.
+    pub fn write_file(&self, path: &Path, text: &str) -> Result<()> {
+        secrets::write_private(path, text, &self.runner)
+    }
+
+    pub fn superuser_params(&self, node: &NodeSpec, secrets: &Secrets) -> ConnParams {
+        ConnParams {
+            host: node.host.to_string(),
+            port: node.port,
+            user: SUPERUSER.into(),
+            password: secrets.superuser.clone(),
+            dbname: "postgres".into(),
+            application_name: "pgrepl".into(),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// A superuser connection to a node.
+    pub async fn connect(&self, node: &str) -> Result<Client> {
+        let n = self.node(node)?;
+        conn::connect(&self.superuser_params(n, &self.secrets()?))
+            .await
+            .map_err(|e| with_node(e, node))
+    }
+
+    pub async fn connect_session(&self, node: &str) -> Result<Session> {
+        let n = self.node(node)?;
+        conn::connect_session(&self.superuser_params(n, &self.secrets()?))
+            .await
+            .map_err(|e| with_node(e, node))
+    }
+
+    /// libpq connection string for `user` on `node`, password through the passfile.
+    pub fn conninfo(&self, node: &NodeSpec, user: &str, application_name: &str) -> String {
+        format!(
+            "host={} port={} user={} passfile={} application_name={} connect_timeout=3",
+            node.host,
+            node.port,
+            quote(user),
+            quote(&self.passfile().to_string_lossy()),
+            quote(application_name)
+        )
+    }
+
+    /// Saves the spec (the topology intent) after an operation changed it.
+    pub fn save_spec(&self) -> Result<()> {
+        self.spec.save(&self.spec_path)
+    }
+
+    /// Serializes commands on one cluster: two at once (say a rejoin and a switchover) could
+    /// wreck it.
+    pub fn lock(&self) -> Result<ClusterLock> {
+        self.create_dirs()?;
+        let path = self.dir.join(".lock");
+        let file = File::create(&path).what(|| format!("cannot create {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ClusterLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Precondition(format!(
+                "another pgrepl command is working on cluster '{}' (it holds {}): wait for it to finish",
+                self.name(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).what(|| format!("cannot lock {}", path.display())),
+        }
+    }
+}
+
+pub struct ClusterLock {
+    _file: File,
+}
+
+fn with_node(e: Error, node: &str) -> Error {
+    match e {
+        Error::Sql { what, source } => Error::Sql {
+            what: format!("{what} ({node})"),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// Quotes a libpq conninfo value when it needs it.
+pub fn quote(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}

@@ -1,0 +1,20 @@
+//! pgrepl: build, operate and drill PostgreSQL streaming-replication clusters.
+//!
+//! The crate is laid out the way a cluster is: the [`spec`] says what the cluster should be,
+//! [`postgres`] knows PostgreSQL itself (binaries, server control, SQL), [`runtime`] knows where
+//! a node's processes live (local processes, possibly as another OS user), [`ops`] changes the
+//! cluster, and [`observe`] reads its state back from PostgreSQL. Nothing about a node's role is
+//! stored by pgrepl: it is always asked of PostgreSQL.
+
+pub mod cluster;
+pub mod error;
+pub mod observe;
+pub mod ops;
+pub mod postgres;
+pub mod progress;
+pub mod runtime;
+pub mod secrets;
+pub mod spec;
+
+pub use cluster::Cluster;
+pub use error::{Error, Result};

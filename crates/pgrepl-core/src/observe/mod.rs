@@ -1,0 +1,6 @@
+//! Reading a cluster's state back from PostgreSQL: roles, timelines, positions, lag.
+
+pub mod status;
+pub mod topology;
+
+pub use status::{ClusterStatus, NodeStatus};

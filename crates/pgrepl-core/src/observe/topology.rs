@@ -1,0 +1,115 @@
+//! Who is who right now, asked of every node in parallel.
+
+use futures::future::join_all;
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::postgres::queries::{self, Downstream, Position};
+use crate::postgres::server::ControlData;
+
+/// What one node says about itself. A node that is down is a probe, not an error.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: String,
+    pub running: bool,
+    pub position: Option<Position>,
+    pub downstreams: Vec<Downstream>,
+    /// For a primary: `synchronous_standby_names`, `synchronous_commit`, and the sessions
+    /// waiting on SyncRep with the oldest wait's age.
+    pub sync: Option<(String, String, i64, Option<f64>)>,
+    pub control: Option<ControlData>,
+    pub error: Option<String>,
+}
+
+impl Probe {
+    pub fn is_primary(&self) -> bool {
+        self.position.as_ref().is_some_and(|p| !p.in_recovery)
+    }
+    pub fn is_standby(&self) -> bool {
+        self.position.as_ref().is_some_and(|p| p.in_recovery)
+    }
+    pub fn timeline(&self) -> Option<u32> {
+        match &self.position {
+            Some(p) => p.timeline,
+            None => self.control.as_ref().and_then(|c| c.checkpoint_timeline),
+        }
+    }
+}
+
+pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
+    let server = cluster.server(node);
+    let mut p = Probe {
+        name: node.to_string(),
+        running: server.is_running(),
+        position: None,
+        downstreams: Vec::new(),
+        sync: None,
+        control: None,
+        error: None,
+    };
+    if !p.running {
+        if server.exists() {
+            p.control = server.controldata().await.ok();
+        }
+        return p;
+    }
+    let client = match cluster.connect(node).await {
+        Ok(c) => c,
+        Err(e) => {
+            p.error = Some(e.to_string());
+            return p;
+        }
+    };
+    match queries::position(&client).await {
+        Ok(pos) => p.position = Some(pos),
+        Err(e) => p.error = Some(e.to_string()),
+    }
+    p.downstreams = queries::downstreams(&client).await.unwrap_or_default();
+    if p.is_primary() {
+        let names = queries::show(&client, "synchronous_standby_names")
+            .await
+            .unwrap_or_default();
+        let commit = queries::show(&client, "synchronous_commit")
+            .await
+            .unwrap_or_default();
+        let (waiting, oldest) = queries::syncrep_waiters(&client).await.unwrap_or((0, None));
+        p.sync = Some((names, commit, waiting, oldest));
+    }
+    p
+}
+
+pub async fn probe_all(cluster: &Cluster) -> Vec<Probe> {
+    join_all(cluster.spec.nodes.iter().map(|n| probe(cluster, &n.name))).await
+}
+
+/// The current primary among probes: the running primary with the highest timeline (the
+/// spec's root on a tie), so that in a split brain the newer side wins.
+pub fn pick_primary<'a>(cluster: &Cluster, probes: &'a [Probe]) -> Option<&'a Probe> {
+    let root = &cluster.spec.root().name;
+    probes
+        .iter()
+        .filter(|p| p.is_primary())
+        .max_by_key(|p| (p.timeline().unwrap_or(0), &p.name == root))
+}
+
+/// The one running primary; an error when there is none, or more than one (split brain).
+pub async fn current_primary(cluster: &Cluster) -> Result<String> {
+    let probes = probe_all(cluster).await;
+    let primaries: Vec<&str> = probes
+        .iter()
+        .filter(|p| p.is_primary())
+        .map(|p| p.name.as_str())
+        .collect();
+    match primaries.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(Error::Precondition(format!(
+            "cluster '{}' has no running primary: start it (`pgrepl start {}`) or promote a standby (`pgrepl promote NODE`)",
+            cluster.name(),
+            cluster.spec.root().name
+        ))),
+        many => Err(Error::Precondition(format!(
+            "split brain: {} are all running as primaries; rejoin the stale one as a standby (`pgrepl rejoin NODE --upstream NODE`) first",
+            many.join(" and ")
+        ))),
+    }
+}

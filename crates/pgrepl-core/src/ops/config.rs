@@ -1,0 +1,119 @@
+//! The configuration files pgrepl owns in every data directory. postgresql.conf includes
+//! them; clones and rewinds copy them from the source, so the per-node file is rewritten
+//! after every copy.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cluster::Cluster;
+use crate::error::{Result, ResultExt};
+use crate::spec::NodeSpec;
+
+pub const CLUSTER_CONF: &str = "pgrepl.conf";
+pub const NODE_CONF: &str = "pgrepl.node.conf";
+
+/// Replication settings shared by every node (copied to standbys by pg_basebackup).
+pub fn cluster_conf(cluster: &Cluster) -> String {
+    let n = cluster.spec.nodes.len().max(4) * 2 + 2;
+    format!(
+        "# Written by pgrepl for cluster '{name}': settings every node shares.\n\
+         wal_level = replica\n\
+         max_wal_senders = {n}\n\
+         max_replication_slots = {n}\n\
+         hot_standby = on\n\
+         hot_standby_feedback = on\n\
+         wal_keep_size = '256MB'\n\
+         # pg_rewind needs checksums or wal_log_hints; checksums are on, this covers clusters\n\
+         # initialized without them.\n\
+         wal_log_hints = on\n\
+         # Fresh lag figures and quick reconnects after a failover (defaults: 10s and 5s).\n\
+         wal_receiver_status_interval = '1s'\n\
+         wal_retrieve_retry_interval = '500ms'\n\
+         password_encryption = 'scram-sha-256'\n\
+         # TCP only: no socket files to collide between clusters.\n\
+         unix_socket_directories = ''\n\
+         log_line_prefix = '%m [%p] %q%a '\n",
+        name = cluster.name()
+    )
+}
+
+/// The node's own settings: where it listens and, for a standby, what it streams from.
+pub fn node_conf(cluster: &Cluster, node: &NodeSpec) -> Result<String> {
+    let mut s = format!(
+        "# Written by pgrepl for node '{}': rewritten on every clone, rewind and repoint.\n\
+         # Change the cluster file (pgrepl.toml) instead of this file.\n\
+         port = {}\nlisten_addresses = '{}'\ncluster_name = '{}'\n",
+        node.name, node.port, node.host, node.name
+    );
+    if let Some(up) = &node.upstream {
+        let upstream = cluster.node(up)?;
+        let conninfo = cluster.conninfo(
+            upstream,
+            &cluster.spec.cluster.replication_user,
+            node.application_name(),
+        );
+        writeln!(s, "primary_conninfo = {}", quote_setting(&conninfo)).unwrap();
+        if let Some(slot) = &node.slot {
+            writeln!(s, "primary_slot_name = '{slot}'").unwrap();
+        }
+    }
+    Ok(s)
+}
+
+/// Client authentication: only the cluster's own addresses, always with a SCRAM password.
+/// The replication line must be on the primary before cloning, since clones copy it.
+pub fn pg_hba(cluster: &Cluster) -> String {
+    let mut s = String::from(
+        "# Written by pgrepl: only the cluster's own addresses, always with a password (SCRAM).\n\
+         # TYPE  DATABASE     USER          ADDRESS              METHOD\n",
+    );
+    for h in cluster.hosts() {
+        let cidr = if h.is_ipv4() {
+            format!("{h}/32")
+        } else {
+            format!("{h}/128")
+        };
+        let user = &cluster.spec.cluster.replication_user;
+        writeln!(
+            s,
+            "host    replication  {user:<12}  {cidr:<19}  scram-sha-256"
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "host    all          all           {cidr:<19}  scram-sha-256"
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// Makes a fresh initdb'd data directory include pgrepl's files.
+pub fn add_includes(data: &Path) -> Result<()> {
+    let conf = data.join("postgresql.conf");
+    let mut text =
+        std::fs::read_to_string(&conf).what(|| format!("cannot read {}", conf.display()))?;
+    if !text.contains(CLUSTER_CONF) {
+        text += &format!(
+            "\n# Added by pgrepl\ninclude '{CLUSTER_CONF}'\ninclude_if_exists '{NODE_CONF}'\n"
+        );
+        std::fs::write(&conf, text).what(|| format!("cannot write {}", conf.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the node's settings and its role marker (standby.signal for a standby).
+pub fn write_node_files(cluster: &Cluster, node: &NodeSpec, data: &Path) -> Result<()> {
+    cluster.write_file(&data.join(NODE_CONF), &node_conf(cluster, node)?)?;
+    let signal = data.join("standby.signal");
+    if node.upstream.is_some() {
+        cluster.write_file(&signal, "")?;
+    } else if signal.exists() {
+        std::fs::remove_file(&signal).what(|| format!("cannot remove {}", signal.display()))?;
+    }
+    Ok(())
+}
+
+fn quote_setting(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}

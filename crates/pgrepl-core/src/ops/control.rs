@@ -1,0 +1,146 @@
+//! Starting, stopping and crashing nodes (the lab's `docker start`/`docker stop`), and
+//! `pgrepl down`.
+
+use futures::future::try_join_all;
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result, ResultExt};
+use crate::ops::{standby, Outcome};
+use crate::postgres::server::StopMode;
+use crate::progress::Progress;
+
+pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
+    let spec = cluster.node(node)?;
+    let server = cluster.server(node);
+    if !server.exists() {
+        return Err(Error::Precondition(format!(
+            "'{node}' has no data directory yet: create it with `pgrepl up`{}",
+            spec.upstream
+                .as_ref()
+                .map(|u| format!(
+                    " or `pgrepl standby add {node} --slot {} --upstream {u}`",
+                    spec.slot.as_deref().unwrap_or("SLOT")
+                ))
+                .unwrap_or_default()
+        )));
+    }
+    if server.is_running() {
+        return Ok(Outcome::AlreadyDone(format!("{node} is already running")));
+    }
+    standby::check_port_free(spec)?;
+    progress.step(&format!("starting {node}"));
+    server.start().await?;
+    if server.data.join("standby.signal").exists() {
+        // A standby is up when it streams; say so if it does not (its upstream may be down).
+        if let Err(e) =
+            standby::wait_streaming_for(cluster, node, std::time::Duration::from_secs(10)).await
+        {
+            return Ok(Outcome::Done(format!(
+                "{node} started, but is not streaming yet: {e}"
+            )));
+        }
+        return Ok(Outcome::Done(format!("{node} started and streaming")));
+    }
+    Ok(Outcome::Done(format!("{node} started")))
+}
+
+pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
+    cluster.node(node)?;
+    let server = cluster.server(node);
+    if !server.is_running() {
+        return Ok(Outcome::AlreadyDone(format!("{node} is already stopped")));
+    }
+    progress.step(&format!("stopping {node}"));
+    server.stop(StopMode::Fast).await?;
+    Ok(Outcome::Done(format!("{node} stopped (fast shutdown)")))
+}
+
+pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
+    cluster.node(node)?;
+    if cluster.server(node).crash().await? {
+        Ok(Outcome::Done(format!(
+            "{node} killed (SIGKILL of the postmaster and all its backends)"
+        )))
+    } else {
+        Ok(Outcome::AlreadyDone(format!("{node} is not running")))
+    }
+}
+
+/// Stops every running node, in parallel.
+pub async fn down(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+    try_join_all(
+        cluster
+            .spec
+            .nodes
+            .iter()
+            .map(|n| stop(cluster, &n.name, progress)),
+    )
+    .await
+}
+
+/// What `down --purge` would delete, for the confirmation prompt.
+pub fn purge_summary(cluster: &Cluster) -> Option<String> {
+    if !cluster.dir.exists() {
+        return None;
+    }
+    let nodes: Vec<&str> = cluster
+        .spec
+        .nodes
+        .iter()
+        .filter(|n| cluster.server(&n.name).exists())
+        .map(|n| n.name.as_str())
+        .collect();
+    Some(format!(
+        "this deletes cluster '{}' for good: {} ({} MB, data of {}), its logs and its passwords",
+        cluster.name(),
+        cluster.dir.display(),
+        dir_size(&cluster.dir) / (1024 * 1024),
+        if nodes.is_empty() {
+            "no node".to_string()
+        } else {
+            nodes.join(", ")
+        }
+    ))
+}
+
+/// Deletes the cluster's directory. Nodes must be stopped first.
+pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
+    if let Some(n) = cluster
+        .spec
+        .nodes
+        .iter()
+        .find(|n| cluster.server(&n.name).is_running())
+    {
+        return Err(Error::Precondition(format!(
+            "'{}' is still running: stop it first",
+            n.name
+        )));
+    }
+    if !cluster.dir.exists() {
+        return Ok(Outcome::AlreadyDone(format!(
+            "cluster '{}' has no data to purge",
+            cluster.name()
+        )));
+    }
+    std::fs::remove_dir_all(&cluster.dir)
+        .what(|| format!("cannot delete {}", cluster.dir.display()))?;
+    Ok(Outcome::Done(format!("deleted {}", cluster.dir.display())))
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}

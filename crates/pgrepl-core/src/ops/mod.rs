@@ -1,0 +1,32 @@
+//! Operations that change a cluster. Each checks its preconditions before touching anything,
+//! waits for the real outcome (a standby is up when it streams), and says when there was
+//! nothing to do.
+
+pub mod config;
+pub mod control;
+pub mod load;
+pub mod primary;
+pub mod sql;
+pub mod standby;
+pub mod up;
+pub mod wait;
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It changed the cluster; the message says how.
+    Done(String),
+    /// The cluster already was as asked; nothing changed.
+    AlreadyDone(String),
+}
+
+impl Outcome {
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Done(m) | Outcome::AlreadyDone(m) => m,
+        }
+    }
+    pub fn changed(&self) -> bool {
+        matches!(self, Outcome::Done(_))
+    }
+}

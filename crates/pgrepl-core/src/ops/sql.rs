@@ -1,0 +1,190 @@
+//! `pgrepl sql NODE "SQL" --timeout`: run a statement; when it does not finish in time, find
+//! out what it was waiting on, cancel it, and report everything the server said.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::cluster::Cluster;
+use crate::error::{pg_message, Error, Result, ResultExt};
+use crate::postgres::queries;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SqlOutput {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Rows affected by the last command, when it reports any.
+    pub affected: Option<u64>,
+    /// WARNINGs and NOTICEs the server sent.
+    pub notices: Vec<String>,
+}
+
+/// A statement that did not finish in time, and what we learned about why.
+#[derive(Debug, Clone)]
+pub struct Blocked {
+    pub node: String,
+    pub after: Duration,
+    pub wait_event_type: Option<String>,
+    pub wait_event: Option<String>,
+    /// A plain-language account of the wait, where we can give one.
+    pub explanation: Option<String>,
+    /// What the server said when the statement was cancelled.
+    pub notices: Vec<String>,
+    pub cancel_result: String,
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wait = match (&self.wait_event_type, &self.wait_event) {
+            (Some(t), Some(e)) => format!("{t}:{e}"),
+            (None, Some(e)) => e.clone(),
+            _ => "nothing (it was running)".into(),
+        };
+        write!(
+            f,
+            "the statement on {} did not finish within {} and was cancelled; it was waiting on {wait}",
+            self.node,
+            humantime::format_duration(self.after)
+        )?;
+        if let Some(x) = &self.explanation {
+            write!(f, "\n{x}")?;
+        }
+        for n in &self.notices {
+            write!(f, "\nserver said: {n}")?;
+        }
+        write!(f, "\nafter the cancel: {}", self.cancel_result)
+    }
+}
+
+pub async fn run(
+    cluster: &Cluster,
+    node: &str,
+    sql: &str,
+    timeout: Option<Duration>,
+) -> Result<SqlOutput> {
+    let mut session = cluster.connect_session(node).await?;
+    let client = &session.client;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .what(|| "cannot read the backend pid".into())?
+        .get(0);
+    let cancel = client.cancel_token();
+    let fut = client.simple_query(sql);
+    tokio::pin!(fut);
+    let result = match timeout {
+        None => fut.await,
+        Some(t) => match tokio::time::timeout(t, &mut fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                let (wait_event_type, wait_event, explanation) = diagnose(cluster, node, pid).await;
+                let _ = cancel.cancel_query(NoTls).await;
+                let cancel_result =
+                    match tokio::time::timeout(Duration::from_secs(10), &mut fut).await {
+                        Ok(Ok(_)) => "the statement completed".to_string(),
+                        Ok(Err(e)) => pg_message(&e),
+                        Err(_) => "no answer 10 s after the cancel".to_string(),
+                    };
+                let mut notices = Vec::new();
+                while let Ok(n) = session.notices.try_recv() {
+                    notices.push(notice_text(&n));
+                }
+                return Err(Error::Blocked(Box::new(Blocked {
+                    node: node.to_string(),
+                    after: t,
+                    wait_event_type,
+                    wait_event,
+                    explanation,
+                    notices,
+                    cancel_result,
+                })));
+            }
+        },
+    };
+    let messages = result.map_err(|e| Error::Invalid(format!("{node}: {}", pg_message(&e))))?;
+    let mut out = SqlOutput::default();
+    for m in messages {
+        match m {
+            SimpleQueryMessage::Row(r) => {
+                if out.columns.is_empty() {
+                    out.columns = r.columns().iter().map(|c| c.name().to_string()).collect();
+                }
+                out.rows
+                    .push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+            }
+            SimpleQueryMessage::CommandComplete(n) => out.affected = Some(n),
+            _ => {}
+        }
+    }
+    while let Ok(n) = session.notices.try_recv() {
+        out.notices.push(notice_text(&n));
+    }
+    Ok(out)
+}
+
+fn notice_text(n: &tokio_postgres::error::DbError) -> String {
+    match n.detail() {
+        Some(d) => format!("{}: {} {}", n.severity(), n.message(), d),
+        None => format!("{}: {}", n.severity(), n.message()),
+    }
+}
+
+/// Looks at the waiting session from a second connection.
+async fn diagnose(
+    cluster: &Cluster,
+    node: &str,
+    pid: i32,
+) -> (Option<String>, Option<String>, Option<String>) {
+    let Ok(c) = cluster.connect(node).await else {
+        return (None, None, None);
+    };
+    let Ok(row) = c
+        .query_one(
+            "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+    else {
+        return (None, None, None);
+    };
+    let (t, e): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    let explanation = match e.as_deref() {
+        Some("SyncRep") => Some(explain_syncrep(cluster, &c).await),
+        Some("Lock") | Some("relation") | Some("transactionid") | Some("tuple") => {
+            Some("it was waiting for a lock held by another session (see pg_locks)".into())
+        }
+        _ => None,
+    };
+    (t, e, explanation)
+}
+
+/// Why a commit waits for synchronous replication, in words a student can follow.
+pub async fn explain_syncrep(cluster: &Cluster, c: &tokio_postgres::Client) -> String {
+    let names = queries::show(c, "synchronous_standby_names")
+        .await
+        .unwrap_or_default();
+    let connected = queries::downstreams(c).await.unwrap_or_default();
+    let list: Vec<String> = connected
+        .iter()
+        .map(|d| {
+            let node = cluster
+                .spec
+                .nodes
+                .iter()
+                .find(|n| n.application_name() == d.application_name)
+                .map(|n| format!(" ({})", n.name))
+                .unwrap_or_default();
+            format!(
+                "{}{node} {}",
+                d.application_name,
+                d.sync_state.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    format!(
+        "the commit is waiting for synchronous replication: synchronous_standby_names = '{names}' requires standbys to confirm it, and not enough of them are connected (connected now: {}).\n\
+         The transaction is already written on the primary; it becomes visible once the standbys confirm, or once synchronous replication is disabled (`pgrepl sync disable`).",
+        if list.is_empty() { "none".to_string() } else { list.join(", ") }
+    )
+}

@@ -1,0 +1,176 @@
+//! The SQL pgrepl asks of a node. One query shape per question, so that a node's role and
+//! position are always read the same way.
+
+use serde::Serialize;
+use tokio_postgres::{Client, Row};
+
+use crate::error::{Result, ResultExt};
+use crate::postgres::Lsn;
+
+fn lsn(row: &Row, col: &str) -> Option<Lsn> {
+    row.get::<_, Option<String>>(col)
+        .and_then(|s| s.parse().ok())
+}
+
+/// Where a node is: its role and its WAL positions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Position {
+    pub in_recovery: bool,
+    pub server_version_num: i32,
+    /// Primary: from the current WAL file's name (pg_control's checkpoint timeline lags
+    /// behind for a while after a promotion). Standby: the received timeline, else the
+    /// replayed one.
+    pub timeline: Option<u32>,
+    pub current_lsn: Option<Lsn>,
+    pub receive_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    pub last_replay_at: Option<String>,
+    /// The walreceiver's status (`streaming`, `waiting`, ...), None when there is none.
+    pub receiver_status: Option<String>,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<i32>,
+    pub slot_name: Option<String>,
+}
+
+pub async fn position(c: &Client) -> Result<Position> {
+    let row = c
+        .query_one(
+            "SELECT pg_is_in_recovery() AS rec,
+                    current_setting('server_version_num')::int AS ver,
+                    CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS cur,
+                    CASE WHEN NOT pg_is_in_recovery()
+                         THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS cur_tli,
+                    pg_last_wal_receive_lsn()::text AS recv,
+                    pg_last_wal_replay_lsn()::text AS replay,
+                    pg_last_xact_replay_timestamp()::text AS replay_at,
+                    (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli,
+                    r.status, r.received_tli, r.sender_host, r.sender_port, r.slot_name
+             FROM (SELECT 1) AS one
+             LEFT JOIN pg_stat_wal_receiver r ON true",
+            &[],
+        )
+        .await
+        .what(|| "cannot read the node's position".into())?;
+    let in_recovery: bool = row.get("rec");
+    let timeline = if in_recovery {
+        row.get::<_, Option<i32>>("received_tli")
+            .or(row.get::<_, Option<i32>>("ckpt_tli"))
+    } else {
+        row.get::<_, Option<i32>>("cur_tli")
+    };
+    Ok(Position {
+        in_recovery,
+        server_version_num: row.get("ver"),
+        timeline: timeline.map(|t| t as u32),
+        current_lsn: lsn(&row, "cur"),
+        receive_lsn: lsn(&row, "recv"),
+        replay_lsn: lsn(&row, "replay"),
+        last_replay_at: row.get("replay_at"),
+        receiver_status: row.get("status"),
+        sender_host: row.get("sender_host"),
+        sender_port: row.get("sender_port"),
+        slot_name: row.get("slot_name"),
+    })
+}
+
+/// One row of `pg_stat_replication`: a standby as its upstream sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Downstream {
+    pub application_name: String,
+    pub state: Option<String>,
+    pub sent_lsn: Option<Lsn>,
+    pub write_lsn: Option<Lsn>,
+    pub flush_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    pub write_lag_ms: Option<f64>,
+    pub flush_lag_ms: Option<f64>,
+    pub replay_lag_ms: Option<f64>,
+    pub sync_priority: Option<i32>,
+    pub sync_state: Option<String>,
+}
+
+pub async fn downstreams(c: &Client) -> Result<Vec<Downstream>> {
+    let rows = c
+        .query(
+            "SELECT application_name, state,
+                    sent_lsn::text AS sent, write_lsn::text AS w, flush_lsn::text AS f, replay_lsn::text AS r,
+                    (extract(epoch FROM write_lag) * 1000)::float8 AS wl,
+                    (extract(epoch FROM flush_lag) * 1000)::float8 AS fl,
+                    (extract(epoch FROM replay_lag) * 1000)::float8 AS rl,
+                    sync_priority, sync_state
+             FROM pg_stat_replication ORDER BY application_name",
+            &[],
+        )
+        .await
+        .what(|| "cannot read pg_stat_replication".into())?;
+    Ok(rows
+        .iter()
+        .map(|r| Downstream {
+            application_name: r.get("application_name"),
+            state: r.get("state"),
+            sent_lsn: lsn(r, "sent"),
+            write_lsn: lsn(r, "w"),
+            flush_lsn: lsn(r, "f"),
+            replay_lsn: lsn(r, "r"),
+            write_lag_ms: r.get("wl"),
+            flush_lag_ms: r.get("fl"),
+            replay_lag_ms: r.get("rl"),
+            sync_priority: r.get("sync_priority"),
+            sync_state: r.get("sync_state"),
+        })
+        .collect())
+}
+
+/// Physical replication slots on a node.
+pub async fn slots(c: &Client) -> Result<Vec<(String, bool)>> {
+    let rows = c
+        .query(
+            "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
+            &[],
+        )
+        .await
+        .what(|| "cannot read pg_replication_slots".into())?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Creates a physical slot unless it exists. `immediately_reserve` so that WAL from now on is
+/// kept for the standby that will use it.
+pub async fn ensure_slot(c: &Client, slot: &str) -> Result<bool> {
+    let created = c
+        .query_one(
+            "SELECT count(*) = 0 AS missing FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .what(|| format!("cannot look up slot {slot}"))?
+        .get::<_, bool>(0);
+    if created {
+        c.execute(
+            "SELECT pg_create_physical_replication_slot($1, true)",
+            &[&slot],
+        )
+        .await
+        .what(|| format!("cannot create slot {slot}"))?;
+    }
+    Ok(created)
+}
+
+/// Sessions waiting for synchronous replication, and the oldest wait's age.
+pub async fn syncrep_waiters(c: &Client) -> Result<(i64, Option<f64>)> {
+    let row = c
+        .query_one(
+            "SELECT count(*), (extract(epoch FROM max(now() - state_change)) * 1000)::float8
+             FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            &[],
+        )
+        .await
+        .what(|| "cannot read pg_stat_activity".into())?;
+    Ok((row.get(0), row.get(1)))
+}
+
+pub async fn show(c: &Client, setting: &str) -> Result<String> {
+    Ok(c.query_one("SELECT current_setting($1)", &[&setting])
+        .await
+        .what(|| format!("cannot read setting {setting}"))?
+        .get(0))
+}

@@ -1,0 +1,188 @@
+use super::*;
+
+fn lab() -> ClusterSpec {
+    ClusterSpec::lab("lab", 54320).unwrap()
+}
+
+fn err(spec: &ClusterSpec) -> String {
+    spec.validate().unwrap_err().to_string()
+}
+
+#[test]
+fn lab_default_matches_the_course() {
+    let s = lab();
+    assert_eq!(s.root().name, "pg0");
+    let pg2 = s.node("pg2").unwrap();
+    assert_eq!(pg2.upstream.as_deref(), Some("pg0"));
+    assert_eq!(pg2.slot.as_deref(), Some("pg2_slot"));
+    assert_eq!(pg2.application_name(), "sync2");
+    assert_eq!(s.node("pg1").unwrap().application_name(), "pg1");
+    assert_eq!(s.node("pg3").unwrap().port, 54323);
+    assert_eq!(s.cluster.replication_user, "repluser");
+}
+
+#[test]
+fn round_trips_through_toml() {
+    let s = lab();
+    let back = ClusterSpec::parse(&s.to_toml(), Path::new("x.toml")).unwrap();
+    assert_eq!(s, back);
+}
+
+#[test]
+fn unknown_upstream_is_named() {
+    let mut s = lab();
+    s.nodes[1].upstream = Some("pg9".into());
+    assert!(err(&s).contains("unknown upstream 'pg9'"), "{}", err(&s));
+}
+
+#[test]
+fn cycles_are_refused() {
+    let mut s = lab();
+    s.nodes[1].upstream = Some("pg2".into());
+    s.nodes[2].upstream = Some("pg1".into());
+    assert!(err(&s).contains("cycle"), "{}", err(&s));
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let mut s = lab();
+    s.nodes[2].name = "pg1".into();
+    assert!(err(&s).contains("duplicate node name 'pg1'"));
+
+    let mut s = lab();
+    s.nodes[2].port = s.nodes[1].port;
+    assert!(err(&s).contains("duplicate port"), "{}", err(&s));
+
+    let mut s = lab();
+    s.nodes[2].slot = Some("pg1_slot".into());
+    assert!(err(&s).contains("duplicate slot 'pg1_slot'"), "{}", err(&s));
+}
+
+#[test]
+fn slot_names_follow_postgres_rules() {
+    assert!(validate_slot_name("pg1_slot").is_ok());
+    assert!(validate_slot_name(&"a".repeat(63)).is_ok());
+    for bad in ["", "Pg1", "pg-1", "pg 1", &"a".repeat(64)] {
+        let e = validate_slot_name(bad).unwrap_err().to_string();
+        assert!(e.contains("invalid replication slot name"), "{e}");
+    }
+    assert!(validate_slot_name("Pg-1")
+        .unwrap_err()
+        .to_string()
+        .contains("'pg_1'"));
+}
+
+#[test]
+fn two_primaries_are_refused() {
+    let mut s = lab();
+    s.nodes[1].upstream = None;
+    s.nodes[1].slot = None;
+    assert!(err(&s).contains("exactly one node"), "{}", err(&s));
+}
+
+#[test]
+fn unknown_fields_are_errors() {
+    let text = lab()
+        .to_toml()
+        .replace("port = 54321", "port = 54321\nprot = 1");
+    let e = ClusterSpec::parse(&text, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `prot`"), "{e}");
+    assert!(e.contains("p.toml"), "{e}");
+}
+
+#[test]
+fn clone_waves_respect_cascades() {
+    let mut s = lab();
+    s.nodes[3].upstream = Some("pg2".into());
+    let waves: Vec<Vec<&str>> = s
+        .clone_waves()
+        .iter()
+        .map(|w| w.iter().map(|n| n.name.as_str()).collect())
+        .collect();
+    assert_eq!(waves, vec![vec!["pg1", "pg2"], vec!["pg3"]]);
+}
+
+#[test]
+fn sync_names_setting_and_validation() {
+    let s = lab();
+    let sync = SyncSpec {
+        standbys: vec!["sync2".into(), "sync3".into()],
+        method: SyncMethod::First,
+        num: 1,
+        commit: None,
+    };
+    assert_eq!(
+        sync.standby_names_setting(),
+        r#"FIRST 1 ("sync2", "sync3")"#
+    );
+    assert!(validate_sync_names(&s, &sync, false).is_ok());
+
+    let bad_num = SyncSpec {
+        num: 3,
+        ..sync.clone()
+    };
+    assert!(validate_sync_names(&s, &bad_num, false)
+        .unwrap_err()
+        .to_string()
+        .contains("between 1 and"));
+    let zero = SyncSpec {
+        num: 0,
+        ..sync.clone()
+    };
+    assert!(validate_sync_names(&s, &zero, false).is_err());
+
+    let unknown = SyncSpec {
+        standbys: vec!["nope".into()],
+        ..sync.clone()
+    };
+    assert!(validate_sync_names(&s, &unknown, false)
+        .unwrap_err()
+        .to_string()
+        .contains("not the application name"));
+    assert!(validate_sync_names(&s, &unknown, true).is_ok());
+
+    let star = SyncSpec {
+        standbys: vec!["*".into()],
+        method: SyncMethod::Any,
+        num: 2,
+        commit: Some("remote_apply".into()),
+    };
+    assert_eq!(star.standby_names_setting(), "ANY 2 (*)");
+    assert!(validate_sync_names(&s, &star, false).is_ok());
+
+    let bad_commit = SyncSpec {
+        commit: Some("sometimes".into()),
+        ..sync
+    };
+    assert!(validate_sync_names(&s, &bad_commit, false)
+        .unwrap_err()
+        .to_string()
+        .contains("invalid commit level"));
+}
+
+#[test]
+fn parses_synchronous_standby_names_like_postgres() {
+    assert_eq!(
+        parse_standby_names(r#"FIRST 1 ("sync2", "sync3")"#),
+        Some((SyncMethod::First, 1, vec!["sync2".into(), "sync3".into()]))
+    );
+    assert_eq!(
+        parse_standby_names("any 2 (a,b,c)"),
+        Some((SyncMethod::Any, 2, vec!["a".into(), "b".into(), "c".into()]))
+    );
+    assert_eq!(
+        parse_standby_names("2 (sync2, sync3)"),
+        Some((SyncMethod::First, 2, vec!["sync2".into(), "sync3".into()]))
+    );
+    assert_eq!(
+        parse_standby_names("sync2, sync3"),
+        Some((SyncMethod::First, 1, vec!["sync2".into(), "sync3".into()]))
+    );
+    assert_eq!(
+        parse_standby_names("*"),
+        Some((SyncMethod::First, 1, vec!["*".into()]))
+    );
+    assert_eq!(parse_standby_names(""), None);
+}

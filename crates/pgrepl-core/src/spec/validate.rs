@@ -1,0 +1,260 @@
+//! Spec validation: every message names the offending entry and how to fix it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{ClusterSpec, SyncSpec};
+use crate::error::{Error, Result};
+
+/// PostgreSQL accepts lower-case letters, digits and underscores, at most 63 bytes.
+pub fn validate_slot_name(slot: &str) -> Result<()> {
+    let ok_chars = slot
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if slot.is_empty() || slot.len() > 63 || !ok_chars {
+        return Err(Error::Invalid(format!(
+            "invalid replication slot name '{slot}': use 1 to 63 lower-case letters, digits or underscores (e.g. '{}')",
+            suggest_slot(slot)
+        )));
+    }
+    Ok(())
+}
+
+fn suggest_slot(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    if out.is_empty() {
+        out = "node_slot".into();
+    }
+    out
+}
+
+/// Node names become directory names and appear in SQL identifiers' neighbourhood: keep them
+/// simple.
+fn validate_node_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !name.starts_with('-');
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "invalid node name '{name}': use letters, digits, '_' or '-' (at most 63)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a `[sync]` configuration against the cluster's application names.
+pub fn validate_sync_names(spec: &ClusterSpec, sync: &SyncSpec, allow_unknown: bool) -> Result<()> {
+    if sync.standbys.is_empty() {
+        return Err(Error::Invalid(
+            "synchronous replication needs at least one standby name (e.g. --standbys sync2,sync3)"
+                .into(),
+        ));
+    }
+    let n = sync.standbys.len() as u32;
+    let wildcard = sync.standbys.iter().any(|s| s == "*");
+    if sync.num == 0 || (!wildcard && sync.num > n) {
+        return Err(Error::Invalid(format!(
+            "--num {} is out of range: it must be between 1 and the number of standby names ({n})",
+            sync.num
+        )));
+    }
+    let mut seen = HashSet::new();
+    for name in &sync.standbys {
+        if !seen.insert(name) {
+            return Err(Error::Invalid(format!(
+                "standby name '{name}' is listed twice in the synchronous standbys"
+            )));
+        }
+        if name != "*" && !allow_unknown && !spec.nodes.iter().any(|n| n.application_name() == name)
+        {
+            let known: Vec<&str> = spec
+                .nodes
+                .iter()
+                .filter(|n| !n.is_root())
+                .map(|n| n.application_name())
+                .collect();
+            return Err(Error::Invalid(format!(
+                "'{name}' is not the application name of any standby (known: {}); names must equal a standby's application_name, or pass --allow-unknown",
+                known.join(", ")
+            )));
+        }
+    }
+    if let Some(commit) = &sync.commit {
+        crate::spec::parse_commit_level(commit)?;
+    }
+    Ok(())
+}
+
+impl ClusterSpec {
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.cluster;
+        validate_node_name(&c.name).map_err(|_| {
+            Error::Invalid(format!(
+                "invalid cluster name '{}': use letters, digits, '_' or '-'",
+                c.name
+            ))
+        })?;
+        if !is_identifier(&c.replication_user) {
+            return Err(Error::Invalid(format!(
+                "invalid replication_user '{}': use lower-case letters, digits and underscores",
+                c.replication_user
+            )));
+        }
+        if c.replication_user == "postgres" {
+            return Err(Error::Invalid(
+                "replication_user must not be the superuser 'postgres': use a dedicated role such as 'repluser'".into(),
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(Error::Invalid(
+                "the cluster has no nodes: add a [[node]] entry (or run `pgrepl init --force`)"
+                    .into(),
+            ));
+        }
+
+        let mut names = HashSet::new();
+        let mut addrs = HashMap::new();
+        let mut slots: HashMap<(&str, &str), &str> = HashMap::new();
+        let mut apps = HashMap::new();
+        for n in &self.nodes {
+            validate_node_name(&n.name)?;
+            if !names.insert(n.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "duplicate node name '{}': each [[node]] needs its own name",
+                    n.name
+                )));
+            }
+            if n.port == 0 {
+                return Err(Error::Invalid(format!(
+                    "node '{}' has port 0: give it a real port",
+                    n.name
+                )));
+            }
+            if let Some(other) = addrs.insert((n.host, n.port), n.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "duplicate port: nodes '{other}' and '{}' both use {}:{}; give each node its own port",
+                    n.name, n.host, n.port
+                )));
+            }
+            if let Some(other) = apps.insert(n.application_name(), n.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "duplicate application_name '{}' on nodes '{other}' and '{}': each standby needs its own",
+                    n.application_name(),
+                    n.name
+                )));
+            }
+            match (&n.upstream, &n.slot) {
+                (None, Some(_)) => {
+                    return Err(Error::Invalid(format!(
+                        "node '{}' has a slot but no upstream: a slot belongs to a standby (set upstream = \"...\")",
+                        n.name
+                    )))
+                }
+                (Some(up), slot) => {
+                    if up == &n.name {
+                        return Err(Error::Invalid(format!(
+                            "node '{}' names itself as upstream",
+                            n.name
+                        )));
+                    }
+                    if let Some(slot) = slot {
+                        validate_slot_name(slot)?;
+                        if let Some(other) = slots.insert((up.as_str(), slot.as_str()), &n.name) {
+                            return Err(Error::Invalid(format!(
+                                "duplicate slot '{slot}' on upstream '{up}': nodes '{other}' and '{}' cannot share a slot",
+                                n.name
+                            )));
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        // Slot names must also be unique across the cluster: after a failover every slot
+        // is recreated on the new primary.
+        let mut all_slots = HashMap::new();
+        for n in &self.nodes {
+            if let Some(slot) = &n.slot {
+                if let Some(other) = all_slots.insert(slot.as_str(), n.name.as_str()) {
+                    return Err(Error::Invalid(format!(
+                        "duplicate slot '{slot}': nodes '{other}' and '{}' cannot share a slot",
+                        n.name
+                    )));
+                }
+            }
+        }
+
+        for n in &self.nodes {
+            if let Some(up) = &n.upstream {
+                if !names.contains(up.as_str()) {
+                    return Err(Error::Invalid(format!(
+                        "node '{}' has unknown upstream '{up}' (nodes: {})",
+                        n.name,
+                        self.node_names()
+                    )));
+                }
+            }
+        }
+
+        let roots: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_root())
+            .map(|n| n.name.as_str())
+            .collect();
+        // A cycle shows up as nodes that cannot be reached from the root.
+        for n in &self.nodes {
+            let mut seen = HashSet::new();
+            let mut cur = n;
+            while let Some(up) = &cur.upstream {
+                if !seen.insert(cur.name.as_str()) {
+                    return Err(Error::Invalid(format!(
+                        "upstream cycle through node '{}': every chain of upstreams must end at the primary",
+                        n.name
+                    )));
+                }
+                cur = self
+                    .nodes
+                    .iter()
+                    .find(|m| &m.name == up)
+                    .expect("checked above");
+            }
+        }
+        match roots.len() {
+            1 => {}
+            0 => unreachable!("no root without a cycle"),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "nodes {} have no upstream: exactly one node (the primary) may lack `upstream`",
+                    roots.join(", ")
+                )))
+            }
+        }
+        if let Some(sync) = &self.sync {
+            validate_sync_names(self, sync, false)
+                .map_err(|e| Error::Invalid(format!("[sync]: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}

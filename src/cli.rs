@@ -1,0 +1,183 @@
+//! The command line: what each command takes. Parsing only; the work is in pgrepl-core.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgrepl",
+    version,
+    about = "Build, operate and drill PostgreSQL streaming-replication clusters"
+)]
+pub struct Cli {
+    /// The cluster file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "pgrepl.toml"
+    )]
+    pub config: PathBuf,
+    /// Directory holding the PostgreSQL binaries to use (overrides the cluster file).
+    #[arg(long, global = true, env = "PGREPL_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+    /// OS user that runs PostgreSQL when pgrepl runs as root.
+    #[arg(long, global = true, default_value = "postgres")]
+    pub os_user: String,
+    /// More logging (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write the lab's cluster file: pg0 primary; pg1, pg2 (sync2), pg3 (sync3) standbys.
+    Init(InitArgs),
+    /// Bring the whole cluster up: primary initialized, every standby cloned and streaming.
+    Up,
+    /// Stop every node; --purge also deletes the cluster's data.
+    Down(DownArgs),
+    /// Primary operations.
+    #[command(subcommand)]
+    Primary(PrimaryCmd),
+    /// Standby operations.
+    #[command(subcommand)]
+    Standby(StandbyCmd),
+    /// One row per node: role, timeline, LSN, upstream, sync state, lag.
+    Status(StatusArgs),
+    /// Generate load.
+    #[command(subcommand)]
+    Load(LoadCmd),
+    /// Start nodes.
+    Start(NodesArgs),
+    /// Stop nodes (fast shutdown).
+    Stop(NodesArgs),
+    /// Crash nodes: SIGKILL of the postmaster and all its backends at once.
+    Kill(NodesArgs),
+    /// Run SQL on a node; rows print like `psql -At`.
+    Sql(SqlArgs),
+    /// Open an interactive psql on a node.
+    Psql(NodeArg),
+    /// Show a node's server log.
+    Logs(LogsArgs),
+    /// Find or provision PostgreSQL.
+    #[command(subcommand)]
+    Postgres(PostgresCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[arg(long, default_value = pgrepl_core::spec::DEFAULT_CLUSTER_NAME)]
+    pub name: String,
+    /// Port of pg0; the others follow (pg1 = P+1, ...).
+    #[arg(long, default_value_t = pgrepl_core::spec::DEFAULT_BASE_PORT)]
+    pub base_port: u16,
+    /// Overwrite an existing cluster file (the cluster's data is kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    /// Delete the cluster's data directories, logs and passwords.
+    #[arg(long)]
+    pub purge: bool,
+    /// Do not ask before purging.
+    #[arg(long, requires = "purge")]
+    pub yes: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PrimaryCmd {
+    /// Initialize NODE as primary: replication user, pg_hba, slots, replication settings.
+    Init(NodeArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StandbyCmd {
+    /// Clone NODE with pg_basebackup through SLOT, start it, wait until it streams.
+    Add(StandbyAddArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StandbyAddArgs {
+    pub node: String,
+    #[arg(long)]
+    pub slot: String,
+    /// The node to stream from (default: the cluster file's primary).
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Name the standby reports (what synchronous_standby_names refers to).
+    #[arg(long)]
+    pub application_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh in place until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+    /// Refresh interval for --watch.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LoadCmd {
+    /// Write about N MB of WAL on the primary and time each standby's replay.
+    Wal(LoadWalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadWalArgs {
+    #[arg(long, default_value_t = 16)]
+    pub mb: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NodesArgs {
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArg {
+    pub node: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    pub node: String,
+    pub sql: String,
+    /// Cancel the statement after this long (e.g. 5s) and say what it waited on.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub node: String,
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PostgresCmd {
+    /// Provision PostgreSQL VERSION into pgrepl's cache (only 18 can be provisioned).
+    Install { version: u32 },
+    /// List every PostgreSQL installation found on this machine.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}

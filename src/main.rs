@@ -1,0 +1,42 @@
+//! pgrepl's binary: parse, lock, call the library, print. No replication logic lives here.
+
+mod cli;
+mod commands;
+mod progress;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "pgrepl=debug,pgrepl_core=debug",
+        _ => "pgrepl=trace,pgrepl_core=trace,tokio_postgres=debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PGREPL_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole chain, one cause per line: the first line names the problem.
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The terminal face of `pgrepl_core::progress::Progress`: a spinner for what is under way,
+//! printed lines for what was done.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pgrepl_core::progress::Progress;
+
+pub struct Spinner {
+    bar: ProgressBar,
+}
+
+impl Spinner {
+    pub fn new() -> Self {
+        // indicatif draws nothing when stderr is not a terminal (CI, pipes).
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Spinner { bar }
+    }
+}
+
+impl Progress for Spinner {
+    fn step(&self, msg: &str) {
+        self.bar.set_message(msg.to_string());
+    }
+    fn note(&self, msg: &str) {
+        self.bar.suspend(|| println!("{msg}"));
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

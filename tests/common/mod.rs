@@ -1,0 +1,279 @@
+//! Test clusters: real PostgreSQL on free ports in temp dirs, driven through the real
+//! `pgrepl` binary, always torn down (also when the test panics).
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The PostgreSQL versions the suite covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pg {
+    /// Provisioned by pgrepl itself when the machine lacks it.
+    V18,
+    /// Debian's PostgreSQL 15.
+    V15,
+}
+
+pub const PG15_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Pg {
+    pub fn bin(self) -> PathBuf {
+        match self {
+            Pg::V15 => pg15_bin().clone(),
+            Pg::V18 => pg18_bin().clone(),
+        }
+    }
+    pub fn major(self) -> u32 {
+        match self {
+            Pg::V18 => 18,
+            Pg::V15 => 15,
+        }
+    }
+}
+
+/// PostgreSQL 18, provisioned once per test process through `pgrepl postgres install 18`
+/// (which is idempotent and locked against concurrent installers).
+fn pg18_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgrepl"))
+            .args(["postgres", "install", "18"])
+            .output()
+            .expect("run pgrepl postgres install");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "provisioning PostgreSQL 18 failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "PostgreSQL 18.6 is installed in /path/bin"
+        PathBuf::from(
+            stdout
+                .trim()
+                .rsplit(" in ")
+                .next()
+                .expect("install prints the path"),
+        )
+    })
+}
+
+/// Debian's PostgreSQL 15. On a fresh Debian machine where the tests run as root it is
+/// installed with apt-get (under a lock, once); elsewhere its absence is a clear failure.
+fn pg15_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = PathBuf::from(PG15_BIN);
+        if bin.join("postgres").is_file() {
+            return bin;
+        }
+        let lock = std::fs::File::create(std::env::temp_dir().join("pgrepl-test-pg15.lock")).unwrap();
+        lock.lock().unwrap();
+        if !bin.join("postgres").is_file() && nix::unistd::Uid::effective().is_root() && Path::new("/usr/bin/apt-get").exists() {
+            let ok = Command::new("sh")
+                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "apt-get install postgresql-15 failed");
+        }
+        assert!(
+            bin.join("postgres").is_file(),
+            "PostgreSQL 15 is not installed at {PG15_BIN}: install Debian's postgresql-15 (the suite covers 15 and 18)"
+        );
+        bin
+    })
+}
+
+/// Ports for one cluster: a block of 10, spread by process id so that parallel test
+/// processes (nextest) rarely collide, and checked free.
+pub fn free_base_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20000 + (std::process::id() % 2000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let base = NEXT.fetch_add(10, Ordering::SeqCst);
+        let base = if base > 60000 {
+            20000 + base % 40000
+        } else {
+            base
+        };
+        if (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+pub struct TestCluster {
+    pub pg: Pg,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub base_port: u16,
+}
+
+impl TestCluster {
+    /// A cluster file for the lab (not started).
+    pub fn new(pg: Pg) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pgrepl-test-")
+            .tempdir()
+            .expect("temp dir");
+        // The OS user that runs PostgreSQL (when tests run as root) must be able to enter it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = dir.path().join("pgrepl.toml");
+        let base_port = free_base_port();
+        let c = TestCluster {
+            pg,
+            dir,
+            config,
+            base_port,
+        };
+        c.ok(&["init", "--base-port", &base_port.to_string()]);
+        c
+    }
+
+    /// The lab cluster, up and streaming.
+    pub fn up(pg: Pg) -> Self {
+        let c = Self::new(pg);
+        c.ok(&["up"]);
+        c
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgrepl"));
+        cmd.arg("-c")
+            .arg(&self.config)
+            .arg("--pg-bin")
+            .arg(self.pg.bin())
+            .args(args);
+        cmd.current_dir(self.dir.path());
+        cmd.env_remove("PGREPL_PG_BIN");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run pgrepl")
+    }
+
+    /// Runs pgrepl, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "pgrepl {} failed ({}):\nstdout: {stdout}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs pgrepl, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success(),
+            "pgrepl {} should have failed:\nstdout: {}\nstderr: {stderr}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status --json is JSON")
+    }
+
+    pub fn node_status(&self, node: &str) -> Value {
+        self.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {node} in status"))
+    }
+
+    /// `pgrepl sql NODE SQL`, trimmed stdout.
+    pub fn sql(&self, node: &str, sql: &str) -> String {
+        self.ok(&["sql", node, sql]).trim().to_string()
+    }
+
+    /// Polls a query on a node until it returns `expected` (replication is asynchronous).
+    pub fn wait_sql(&self, node: &str, sql: &str, expected: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = self.run(&["sql", node, sql]);
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && got == expected {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{node}: `{sql}` gave {got:?}, expected {expected:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn data_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(".pgrepl/lab").join(node)
+    }
+
+    /// Every postmaster this cluster may have started.
+    fn postmaster_pids(&self) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join(".pgrepl/lab")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("postmaster.pid")).ok())
+            .filter_map(|t| t.lines().next()?.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // A clean stop first; whatever survives (a frozen or half-started node) is killed.
+        let _ = self.command(&["down"]).output();
+        for pid in self.postmaster_pids() {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Declares a test once per PostgreSQL version: `pg_test!(name, |pg| { ... })`.
+#[macro_export]
+macro_rules! pg_test {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn pg18() {
+                ($body)($crate::common::Pg::V18)
+            }
+            #[test]
+            fn pg15() {
+                ($body)($crate::common::Pg::V15)
+            }
+        }
+    };
+}
