@@ -8,6 +8,7 @@ pub mod load;
 pub mod primary;
 pub mod sql;
 pub mod standby;
+pub mod sync;
 pub mod up;
 pub mod wait;
 

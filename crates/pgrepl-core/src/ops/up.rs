@@ -5,6 +5,7 @@ use futures::future::try_join_all;
 use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::ops::{primary, standby, Outcome};
+
 use crate::progress::Progress;
 
 /// Brings every node of the spec up: the primary initialized and running, every standby
@@ -19,6 +20,12 @@ pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcom
         )
         .await?;
         outcomes.extend(results);
+    }
+    let root = &cluster.spec.root().name;
+    if let Some(setting) = crate::ops::sync::apply_to_primary(cluster, root).await? {
+        outcomes.push(Outcome::AlreadyDone(format!(
+            "{root}: synchronous_standby_names = '{setting}'"
+        )));
     }
     Ok(outcomes)
 }
