@@ -67,6 +67,20 @@ pub enum Command {
     /// Find or provision PostgreSQL.
     #[command(subcommand)]
     Postgres(PostgresCmd),
+    /// Benchmarks that print figures (with baselines measured in the same run).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Time `up` of the 4-node lab against the bare steps it is made of.
+    Up {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -219,3 +219,65 @@ fn down_purge_needs_confirmation() {
     c.ok(&["down", "--purge", "--yes"]);
     assert!(!c.data_dir("pg0").exists());
 }
+
+/// As root, PostgreSQL runs as an unprivileged OS user: a missing user and a cluster
+/// directory that user cannot reach are clear errors that change nothing.
+#[test]
+fn root_runs_postgres_as_an_os_user_that_must_exist_and_reach_the_data() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // these paths exist only for root
+    }
+    let c = TestCluster::new(Pg::V18);
+    let e = c.fails(&["up", "--os-user", "no_such_user_here"]);
+    assert!(
+        e.contains("OS user 'no_such_user_here' does not exist"),
+        "{e}"
+    );
+    assert!(!c.data_dir("pg0").exists());
+
+    // A spec inside a directory only root can enter (like /root).
+    use std::os::unix::fs::PermissionsExt;
+    let hidden = c.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = hidden.join("pgrepl.toml");
+    std::fs::copy(&c.config, &config).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgrepl"))
+            .arg("-c")
+            .arg(&config)
+            .arg("--pg-bin")
+            .arg(c.pg.bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["up"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(e.contains("cannot reach") && e.contains("data_dir"), "{e}");
+    assert!(
+        !hidden.join(".pgrepl/lab/pg0").exists(),
+        "nothing may be created"
+    );
+
+    // The suggested fix works: data_dir somewhere the OS user can reach.
+    let data = c.path().join("reachable");
+    let spec = std::fs::read_to_string(&config).unwrap().replace(
+        "replication_user = \"repluser\"",
+        &format!(
+            "replication_user = \"repluser\"\ndata_dir = \"{}\"",
+            data.display()
+        ),
+    );
+    std::fs::write(&config, spec).unwrap();
+    let out = run(&["up"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.join("pg3/PG_VERSION").exists());
+    let out = run(&["down"]);
+    assert!(out.status.success());
+}

@@ -10,6 +10,8 @@ use pgrepl_core::postgres::binaries;
 use pgrepl_core::spec::ClusterSpec;
 use pgrepl_core::{observe, Cluster};
 
+mod bench;
+
 use crate::cli::*;
 use crate::progress::Spinner;
 use crate::render;
@@ -59,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(cmd) => bench::run(&opts, cmd).await,
         Command::Postgres(PostgresCmd::List { json }) => {
             let list = binaries::list();
             if json {

@@ -6,6 +6,7 @@
 //! cluster, and [`observe`] reads its state back from PostgreSQL. Nothing about a node's role is
 //! stored by pgrepl: it is always asked of PostgreSQL.
 
+pub mod bench;
 pub mod cluster;
 pub mod error;
 pub mod observe;

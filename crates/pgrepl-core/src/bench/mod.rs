@@ -1,0 +1,95 @@
+//! Benchmarks that print figures: each measures pgrepl and, in the same run, a baseline made
+//! of the bare PostgreSQL steps, so that ratios compare like with like on this machine.
+
+pub mod up;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cluster::{Cluster, Options};
+use crate::error::{Result, ResultExt};
+use crate::progress::Progress;
+use crate::spec::ClusterSpec;
+
+/// Min, median and max of a set of timings.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stats {
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+    pub runs: usize,
+}
+
+impl Stats {
+    pub fn of(samples: &[Duration]) -> Stats {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let n = ms.len();
+        let median = if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            ms[n / 2]
+        } else {
+            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+        };
+        Stats {
+            min_ms: ms.first().copied().unwrap_or(0.0),
+            median_ms: median,
+            max_ms: ms.last().copied().unwrap_or(0.0),
+            runs: n,
+        }
+    }
+}
+
+/// A first port of `count` consecutive free ones.
+pub fn free_ports(count: u16) -> u16 {
+    let mut base = 30000 + (std::process::id() % 1000) as u16 * 20;
+    loop {
+        if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+        base = if base > 60000 { 30000 } else { base + count };
+    }
+}
+
+/// A scratch lab cluster in a temp dir the OS user can enter; deleted with the guard.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub cluster: Cluster,
+}
+
+impl Scratch {
+    pub async fn lab(opts: &Options, progress: &dyn Progress) -> Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix("pgrepl-bench-")
+            .tempdir()
+            .what(|| "cannot create a temp dir".into())?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .what(|| "cannot open the temp dir to the OS user".into())?;
+        let spec = ClusterSpec::lab("bench", free_ports(4))?;
+        let opts = Options {
+            config: dir.path().join("pgrepl.toml"),
+            ..opts.clone()
+        };
+        spec.save(&opts.config)?;
+        let cluster = Cluster::with_spec(spec, &opts, true, progress).await?;
+        Ok(Scratch { dir, cluster })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops every node (immediately: the data is thrown away).
+    pub async fn teardown(self) {
+        for n in &self.cluster.spec.nodes {
+            let s = self.cluster.server(&n.name);
+            if s.is_running() {
+                let _ = s.stop(crate::postgres::server::StopMode::Immediate).await;
+            }
+        }
+    }
+}
