@@ -281,3 +281,62 @@ fn root_runs_postgres_as_an_os_user_that_must_exist_and_reach_the_data() {
     let out = run(&["down"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn verification_scenario_commands() {
+    let c = TestCluster::up(Pg::V18);
+
+    // A new node is cloned through its slot, streams (here in cascade from pg1), and is
+    // added to the cluster file.
+    let out = c.ok(&[
+        "standby",
+        "add",
+        "pg4",
+        "--slot",
+        "pg4_slot",
+        "--upstream",
+        "pg1",
+    ]);
+    assert!(out.contains("streaming"), "{out}");
+    let pg4 = c.node_status("pg4");
+    assert_eq!(pg4["upstream"], "pg1");
+    assert_eq!(pg4["role"], "standby");
+    let spec = std::fs::read_to_string(&c.config).unwrap();
+    assert!(
+        spec.contains("name = \"pg4\"") && spec.contains("slot = \"pg4_slot\""),
+        "{spec}"
+    );
+
+    // WAL load reaches every standby, including the cascaded one.
+    let report: serde_json::Value =
+        serde_json::from_str(&c.ok(&["load", "wal", "--mb", "4", "--json"])).unwrap();
+    assert!(
+        report["wal_bytes"].as_u64().unwrap() >= 4 * 1024 * 1024,
+        "{report}"
+    );
+    for s in report["standbys"].as_array().unwrap() {
+        assert!(s["replay_ms"].is_number(), "{s} did not replay");
+    }
+
+    let log = c.ok(&["logs", "pg0"]);
+    assert!(
+        log.contains("database system is ready to accept connections"),
+        "{log}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["sql", "pg2", "SELECT 1 AS one, NULL AS nothing", "--json"]))
+            .unwrap();
+    assert_eq!(json["rows"][0]["one"], "1");
+    assert_eq!(json["rows"][0]["nothing"], serde_json::Value::Null);
+
+    // A statement that outlives --timeout is cancelled and says what it waited on.
+    let started = std::time::Instant::now();
+    let e = c.fails(&["sql", "pg0", "SELECT pg_sleep(30)", "--timeout", "1s"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(
+        e.contains("did not finish within 1s") && e.contains("PgSleep"),
+        "{e}"
+    );
+    assert!(e.contains("canceling statement due to user request"), "{e}");
+}
