@@ -534,14 +534,14 @@ pub async fn explain_wait(cluster: &Cluster, c: &Client, primary: &str) -> Strin
         );
     };
     let probes = topology::probe_all(cluster).await;
-    let how = match method {
-        SyncMethod::First => {
-            format!("the {num} first of these standbys (in this order of priority) that stream")
-        }
+    let who = match method {
+        SyncMethod::First => format!(
+            "the {num} highest-priority streaming standby(s) of this list (priority = place in the list)"
+        ),
         SyncMethod::Any => format!("any {num} of these standbys"),
     };
     let mut lines = vec![format!(
-        "why: its COMMIT is waiting for synchronous replication. On {primary}, synchronous_standby_names = '{names}' (synchronous_commit = {commit}): every commit waits until {how} have confirmed it:"
+        "why: its COMMIT is waiting for synchronous replication. On {primary}, synchronous_standby_names = '{names}' (synchronous_commit = {commit}): every commit waits for confirmation from {who}:"
     )];
     let mut streaming = 0;
     let mut startable = None;
@@ -578,6 +578,17 @@ pub async fn explain_wait(cluster: &Cluster, c: &Client, primary: &str) -> Strin
             others.join(", ")
         ));
     }
+    lines.push(format!(
+        "Meanwhile its changes are invisible to other sessions on {primary}{}.",
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", though the asynchronous standby(s) {} may already show them",
+                others.join(", ")
+            )
+        }
+    ));
     if !list.iter().any(|n| n == "*") && streaming < num as usize {
         lines.push(format!(
             "Only {streaming} of the {num} it needs stream from {primary}, so the commit cannot finish by itself."

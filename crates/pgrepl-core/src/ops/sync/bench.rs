@@ -169,6 +169,10 @@ async fn run(
             allow_unknown: false,
         });
         configure(c, primary, sync.as_ref()).await?;
+        // A checkpoint falling inside one run but not another would skew the comparison.
+        c.batch_execute("CHECKPOINT")
+            .await
+            .what(|| format!("cannot checkpoint {primary}"))?;
         let out = pgbench(
             cluster,
             primary,
