@@ -67,20 +67,12 @@ pub enum Command {
     /// Find or provision PostgreSQL.
     #[command(subcommand)]
     Postgres(PostgresCmd),
+    /// Synchronous replication on the current primary.
+    #[command(subcommand)]
+    Sync(SyncCmd),
     /// Benchmarks that print figures (with baselines measured in the same run).
     #[command(subcommand)]
     Bench(BenchCmd),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCmd {
-    /// Time `up` of the 4-node lab against the bare steps it is made of.
-    Up {
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Args, Debug)]
@@ -194,4 +186,75 @@ pub enum PostgresCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SyncCmd {
+    /// Make commits on the current primary wait for synchronous standbys; recorded in the
+    /// cluster file's [sync]. Options not given keep that [sync] (else FIRST 1 (sync2,
+    /// sync3)); a new --standbys list alone means FIRST 1.
+    Enable(SyncEnableArgs),
+    /// Back to asynchronous replication; commits waiting for a standby complete.
+    Disable(SyncDisableArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SyncEnableArgs {
+    /// Application names of the standbys (comma-separated), or '*' for any standby.
+    #[arg(long, value_delimiter = ',')]
+    pub standbys: Option<Vec<String>>,
+    /// FIRST: the N highest-priority (in list order); ANY: any N (quorum).
+    #[arg(long, value_enum)]
+    pub method: Option<SyncMethodArg>,
+    /// How many standbys must confirm each commit.
+    #[arg(long)]
+    pub num: Option<u32>,
+    /// synchronous_commit: on, remote_write, remote_apply, local.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Accept names that are no standby of this cluster.
+    #[arg(long)]
+    pub allow_unknown: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncDisableArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SyncMethodArg {
+    First,
+    Any,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Time `up` of the 4-node lab against the bare steps it is made of.
+    Up {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// pgbench on the primary: asynchronous vs each synchronous_commit level with 1 and 2
+    /// synchronous standbys.
+    Sync(BenchSyncArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSyncArgs {
+    /// How long each pgbench run lasts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value_t = 4)]
+    pub clients: u32,
+    /// pgbench's scale factor (at least the number of clients avoids row contention).
+    #[arg(long, default_value_t = 4)]
+    pub scale: u32,
+    #[arg(long)]
+    pub json: bool,
 }

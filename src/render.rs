@@ -115,9 +115,9 @@ pub fn status_table(s: &ClusterStatus) -> String {
             sync.standby_names,
             sync.commit,
             if sync.satisfied {
-                "satisfied"
+                format!("satisfied by {}", sync.sync_standbys.join(", "))
             } else {
-                "NOT satisfied: commits wait"
+                "NOT satisfied: commits wait".into()
             }
         );
         if sync.waiting_sessions > 0 {

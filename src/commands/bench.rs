@@ -12,6 +12,7 @@ use crate::progress::Spinner;
 
 pub async fn run(opts: &Options, cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Sync(a) => super::sync::bench(opts, a).await,
         BenchCmd::Up { runs, json } => {
             let r = bench::up::run(opts, runs.max(1), &Spinner::new()).await?;
             if json {

@@ -1,5 +1,7 @@
 //! One handler per command.
 
+mod sync;
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -51,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sql(a) => sql(&opts, a).await,
         Command::Psql(a) => psql(&opts, a).await,
         Command::Logs(a) => logs(&opts, a).await,
+        Command::Sync(c) => sync::run(&opts, c).await,
         Command::Postgres(PostgresCmd::Install { version }) => {
             let runner = pgrepl_core::runtime::Runner::new(opts.os_user.as_deref())?;
             let i = binaries::install(version, &runner, &Spinner::new()).await?;

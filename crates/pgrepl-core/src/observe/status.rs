@@ -59,6 +59,8 @@ pub struct SyncStatus {
     pub commit: String,
     /// Whether enough synchronous standbys are connected for commits to complete.
     pub satisfied: bool,
+    /// Application names of the standbys that confirm commits now (sync or quorum).
+    pub sync_standbys: Vec<String>,
     pub waiting_sessions: i64,
     pub oldest_wait_ms: Option<f64>,
 }
@@ -183,11 +185,17 @@ fn build(cluster: &Cluster, probes: &[Probe]) -> ClusterStatus {
                 if names.is_empty() {
                     return None;
                 }
-                let satisfied = sync_satisfied(names, &primary.unwrap().downstreams);
+                let downstreams = &primary.unwrap().downstreams;
+                let satisfied = sync_satisfied(names, downstreams);
                 Some(SyncStatus {
                     standby_names: names.clone(),
                     commit: commit.clone(),
                     satisfied,
+                    sync_standbys: downstreams
+                        .iter()
+                        .filter(|d| confirms(d))
+                        .map(|d| d.application_name.clone())
+                        .collect(),
                     waiting_sessions: *waiting,
                     oldest_wait_ms: *oldest,
                 })
@@ -262,14 +270,16 @@ fn divergence(
 }
 
 /// Whether the connected standbys satisfy `synchronous_standby_names` (FIRST n / ANY n /
-/// a bare list, which means FIRST 1).
+/// a bare list, which means FIRST 1; `*` matches any standby). PostgreSQL marks as `sync`
+/// (FIRST) or `quorum` (ANY) only streaming standbys it would wait for; with fewer than n of
+/// them a commit waits, although those present still show `sync`.
 pub fn sync_satisfied(names: &str, downstreams: &[crate::postgres::queries::Downstream]) -> bool {
     let needed = crate::spec::parse_standby_names(names)
         .map(|(_, n, _)| n)
         .unwrap_or(1) as usize;
-    let have = downstreams
-        .iter()
-        .filter(|d| matches!(d.sync_state.as_deref(), Some("sync") | Some("quorum")))
-        .count();
-    have >= needed
+    downstreams.iter().filter(|d| confirms(d)).count() >= needed
+}
+
+fn confirms(d: &crate::postgres::queries::Downstream) -> bool {
+    matches!(d.sync_state.as_deref(), Some("sync") | Some("quorum"))
 }

@@ -8,7 +8,6 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::cluster::Cluster;
 use crate::error::{pg_message, Error, Result, ResultExt};
-use crate::postgres::queries;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SqlOutput {
@@ -51,7 +50,7 @@ impl fmt::Display for Blocked {
             write!(f, "\n{x}")?;
         }
         for n in &self.notices {
-            write!(f, "\nserver said: {n}")?;
+            write!(f, "\nPostgreSQL said after the cancel: {n}")?;
         }
         write!(f, "\nafter the cancel: {}", self.cancel_result)
     }
@@ -80,8 +79,12 @@ pub async fn run(
             Err(_) => {
                 let (wait_event_type, wait_event, explanation) = diagnose(cluster, node, pid).await;
                 let _ = cancel.cancel_query(NoTls).await;
+                let syncrep = wait_event.as_deref() == Some("SyncRep");
                 let cancel_result =
                     match tokio::time::timeout(Duration::from_secs(10), &mut fut).await {
+                        Ok(Ok(_)) if syncrep => format!(
+                            "the statement completed: its transaction IS committed on {node} (other sessions see it now), but no synchronous standby has confirmed it, so losing {node} now could lose it"
+                        ),
                         Ok(Ok(_)) => "the statement completed".to_string(),
                         Ok(Err(e)) => pg_message(&e),
                         Err(_) => "no answer 10 s after the cancel".to_string(),
@@ -125,7 +128,7 @@ pub async fn run(
 
 fn notice_text(n: &tokio_postgres::error::DbError) -> String {
     match n.detail() {
-        Some(d) => format!("{}: {} {}", n.severity(), n.message(), d),
+        Some(d) => format!("{}: {}\n  DETAIL: {d}", n.severity(), n.message()),
         None => format!("{}: {}", n.severity(), n.message()),
     }
 }
@@ -150,7 +153,7 @@ async fn diagnose(
     };
     let (t, e): (Option<String>, Option<String>) = (row.get(0), row.get(1));
     let explanation = match e.as_deref() {
-        Some("SyncRep") => Some(explain_syncrep(cluster, &c).await),
+        Some("SyncRep") => Some(explain_syncrep(cluster, &c, node).await),
         Some("Lock") | Some("relation") | Some("transactionid") | Some("tuple") => {
             Some("it was waiting for a lock held by another session (see pg_locks)".into())
         }
@@ -160,31 +163,6 @@ async fn diagnose(
 }
 
 /// Why a commit waits for synchronous replication, in words a student can follow.
-pub async fn explain_syncrep(cluster: &Cluster, c: &tokio_postgres::Client) -> String {
-    let names = queries::show(c, "synchronous_standby_names")
-        .await
-        .unwrap_or_default();
-    let connected = queries::downstreams(c).await.unwrap_or_default();
-    let list: Vec<String> = connected
-        .iter()
-        .map(|d| {
-            let node = cluster
-                .spec
-                .nodes
-                .iter()
-                .find(|n| n.application_name() == d.application_name)
-                .map(|n| format!(" ({})", n.name))
-                .unwrap_or_default();
-            format!(
-                "{}{node} {}",
-                d.application_name,
-                d.sync_state.as_deref().unwrap_or("?")
-            )
-        })
-        .collect();
-    format!(
-        "the commit is waiting for synchronous replication: synchronous_standby_names = '{names}' requires standbys to confirm it, and not enough of them are connected (connected now: {}).\n\
-         The transaction is already written on the primary; it becomes visible once the standbys confirm, or once synchronous replication is disabled (`pgrepl sync disable`).",
-        if list.is_empty() { "none".to_string() } else { list.join(", ") }
-    )
+pub async fn explain_syncrep(cluster: &Cluster, c: &tokio_postgres::Client, node: &str) -> String {
+    crate::ops::sync::explain_wait(cluster, c, node).await
 }

@@ -78,6 +78,10 @@ pub struct SyncSpec {
     /// `synchronous_commit` on the primary: on, remote_write, remote_apply, local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// Names that are no standby of this cluster are accepted (`sync enable --allow-unknown`),
+    /// for standbys pgrepl does not manage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unknown: bool,
 }
 
 fn default_postgres() -> String {

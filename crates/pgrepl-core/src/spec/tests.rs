@@ -112,6 +112,7 @@ fn sync_names_setting_and_validation() {
         method: SyncMethod::First,
         num: 1,
         commit: None,
+        allow_unknown: false,
     };
     assert_eq!(
         sync.standby_names_setting(),
@@ -148,6 +149,7 @@ fn sync_names_setting_and_validation() {
         method: SyncMethod::Any,
         num: 2,
         commit: Some("remote_apply".into()),
+        allow_unknown: false,
     };
     assert_eq!(star.standby_names_setting(), "ANY 2 (*)");
     assert!(validate_sync_names(&s, &star, false).is_ok());

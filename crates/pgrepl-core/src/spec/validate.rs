@@ -244,7 +244,7 @@ impl ClusterSpec {
             }
         }
         if let Some(sync) = &self.sync {
-            validate_sync_names(self, sync, false)
+            validate_sync_names(self, sync, sync.allow_unknown)
                 .map_err(|e| Error::Invalid(format!("[sync]: {e}")))?;
         }
         Ok(())
