@@ -106,6 +106,19 @@ impl Ctx<'_> {
     }
 }
 
+impl Event {
+    /// What can be checked on the cluster before the workload starts (a sync block needs
+    /// synchronous standbys, a switchover a streaming standby): a run that cannot inject
+    /// its event should not start.
+    pub async fn preflight(&self, ctx: &Ctx<'_>) -> Result<()> {
+        match self {
+            Event::SyncBlock { .. } => sync_standbys(ctx).await.map(drop),
+            Event::Switchover => best_standby(ctx.cluster, ctx.primary).await.map(drop),
+            Event::Freeze { .. } | Event::Crash | Event::Failover => Ok(()),
+        }
+    }
+}
+
 /// When the event happened and what it did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Injected {

@@ -244,6 +244,14 @@ async fn one_run(
     progress.step(&format!("run {i}/{}: checking the cluster", opts.runs));
     let primary = ready(cluster).await?;
     let origin = Instant::now();
+    let ctx = event::Ctx {
+        cluster,
+        primary: &primary,
+        ops,
+        progress,
+        origin,
+    };
+    event.preflight(&ctx).await?;
     let sampler = Sampler::start(cluster, origin, SAMPLE_INTERVAL)?;
     let writer = match Writer::start(
         cluster,
@@ -261,13 +269,6 @@ async fn one_run(
             sampler.stop().await;
             return Err(e);
         }
-    };
-    let ctx = event::Ctx {
-        cluster,
-        primary: &primary,
-        ops,
-        progress,
-        origin,
     };
 
     // Until the writers stop, every exit goes through here so that no task is left behind.
