@@ -144,7 +144,10 @@ impl Event {
                 ctx.progress
                     .step(&format!("crashing {} (SIGKILL)", ctx.primary));
                 at = ctx.now();
+                let t = Instant::now();
                 server.crash().await?;
+                // Until the killed postmaster is reaped: a restart must wait for it.
+                detail.insert("kill_ms".into(), ms(t.elapsed()));
                 ctx.progress
                     .step(&format!("restarting {} (crash recovery)", ctx.primary));
                 let t = Instant::now();
