@@ -73,6 +73,38 @@ pub enum Command {
     /// Benchmarks that print figures (with baselines measured in the same run).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Run a write workload, inject an event, and measure what clients saw: write gap,
+    /// recovery time, lost acknowledged writes, convergence.
+    Drill(DrillArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// The event: switchover, failover, crash, freeze or sync-block.
+    pub event: String,
+    /// How many times to run it (the cluster is restored between runs).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Concurrent writing clients.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Target commits per second, all writers together.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// How long a freeze or a sync block lasts.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// Steady load before the event.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub before: Duration,
+    /// Steady load after writes resumed.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub after: Duration,
+    #[arg(long)]
+    pub json: bool,
+    /// Write report.json and a chart per run (SVG and PNG) into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ use pgrepl_core::spec::ClusterSpec;
 use pgrepl_core::{observe, Cluster};
 
 mod bench;
+mod drill;
 
 use crate::cli::*;
 use crate::progress::Spinner;
@@ -65,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(cmd) => bench::run(&opts, cmd).await,
+        Command::Drill(a) => drill::run(&opts, a).await,
         Command::Postgres(PostgresCmd::List { json }) => {
             let list = binaries::list();
             if json {
@@ -90,7 +92,9 @@ async fn open(opts: &Options) -> Result<Cluster> {
     Ok(Cluster::open(opts, false, &Spinner::new()).await?)
 }
 
-async fn open_locked(opts: &Options) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
+pub(crate) async fn open_locked(
+    opts: &Options,
+) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
     let cluster = open(opts).await?;
     let lock = cluster.lock()?;
     Ok((cluster, lock))

@@ -25,22 +25,42 @@ pub struct Stats {
 
 impl Stats {
     pub fn of(samples: &[Duration]) -> Stats {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
-        let n = ms.len();
-        let median = if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            ms[n / 2]
-        } else {
-            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
-        };
+        let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let s = Spread::of(&ms).unwrap_or_default();
         Stats {
-            min_ms: ms.first().copied().unwrap_or(0.0),
-            median_ms: median,
-            max_ms: ms.last().copied().unwrap_or(0.0),
-            runs: n,
+            min_ms: s.min,
+            median_ms: s.median,
+            max_ms: s.max,
+            runs: ms.len(),
         }
+    }
+}
+
+/// Min, median and max of a set of figures (the median of an even count is the mean of the
+/// middle two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// None for no figures.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        };
+        Some(Spread {
+            min: v[0],
+            median,
+            max: v[n - 1],
+        })
     }
 }
 

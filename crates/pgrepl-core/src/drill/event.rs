@@ -1,0 +1,319 @@
+//! The events a drill injects, as values: each knows what it needs, how to inject itself,
+//! and how to put the cluster back so that the next run starts from the same place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::drill::hooks::Operations;
+use crate::error::{Error, Result};
+use crate::observe::topology;
+use crate::ops::control;
+use crate::postgres::queries;
+use crate::progress::Progress;
+use crate::runtime::signals;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Planned switchover to the best standby.
+    Switchover,
+    /// The primary is lost (SIGKILL of the postmaster and all its backends at once), then
+    /// `pgrepl failover`.
+    Failover,
+    /// SIGKILL of the primary, restarted in place: crash recovery.
+    Crash,
+    /// SIGSTOP of the primary and its backends for `duration`, then SIGCONT.
+    Freeze { duration: Duration },
+    /// The synchronous standbys stop for `duration` under synchronous replication: commits
+    /// wait on them.
+    SyncBlock { duration: Duration },
+}
+
+pub const NAMES: &[&str] = &["switchover", "failover", "crash", "freeze", "sync-block"];
+
+impl Event {
+    /// An event by name; `hold` is how long a freeze or a sync block lasts.
+    pub fn parse(name: &str, hold: Duration) -> Result<Event> {
+        Ok(match name {
+            "switchover" => Event::Switchover,
+            "failover" => Event::Failover,
+            "crash" => Event::Crash,
+            "freeze" => Event::Freeze { duration: hold },
+            "sync-block" => Event::SyncBlock { duration: hold },
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown drill event '{other}': choose one of {}",
+                    NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Switchover => "switchover",
+            Event::Failover => "failover",
+            Event::Crash => "crash",
+            Event::Freeze { .. } => "freeze",
+            Event::SyncBlock { .. } => "sync-block",
+        }
+    }
+
+    /// Whether this build has the operations the event needs; checked before any run.
+    pub fn check(&self, ops: &Operations) -> Result<()> {
+        match self {
+            Event::Switchover => ops.switchover().map(drop),
+            Event::Failover => ops.failover().and(ops.rejoin()).map(drop),
+            Event::Crash | Event::Freeze { .. } | Event::SyncBlock { .. } => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Freeze { duration } | Event::SyncBlock { duration } => {
+                write!(
+                    f,
+                    "{} ({})",
+                    self.name(),
+                    humantime::format_duration(*duration)
+                )
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// What an event run is given.
+pub struct Ctx<'a> {
+    pub cluster: &'a Cluster,
+    /// The primary when the run started.
+    pub primary: &'a str,
+    pub ops: &'a Operations,
+    pub progress: &'a dyn Progress,
+    /// The drill's clock: times are counted from here, like the writers'.
+    pub origin: Instant,
+}
+
+impl Ctx<'_> {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+impl Event {
+    /// What can be checked on the cluster before the workload starts (a sync block needs
+    /// synchronous standbys, a switchover a streaming standby): a run that cannot inject
+    /// its event should not start.
+    pub async fn preflight(&self, ctx: &Ctx<'_>) -> Result<()> {
+        match self {
+            Event::SyncBlock { .. } => sync_standbys(ctx).await.map(drop),
+            Event::Switchover => best_standby(ctx.cluster, ctx.primary).await.map(drop),
+            Event::Freeze { .. } | Event::Crash | Event::Failover => Ok(()),
+        }
+    }
+}
+
+/// When the event happened and what it did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Injected {
+    /// The event itself (the kill, the stop signal, the switchover's start), from the origin.
+    #[serde(serialize_with = "crate::drill::ser_ms", rename = "at_ms")]
+    pub at: Duration,
+    /// When the event's own work was over (restarted, thawed, promoted): writes are expected
+    /// to resume from here.
+    #[serde(serialize_with = "crate::drill::ser_ms", rename = "end_ms")]
+    pub end: Duration,
+    /// Figures particular to the event, e.g. `crash_recovery_ms`.
+    pub detail: BTreeMap<String, serde_json::Value>,
+}
+
+impl Event {
+    pub async fn inject(&self, ctx: &Ctx<'_>) -> Result<Injected> {
+        let cluster = ctx.cluster;
+        let server = cluster.server(ctx.primary);
+        let mut detail = BTreeMap::new();
+        let at;
+        match *self {
+            Event::Crash => {
+                ctx.progress
+                    .step(&format!("crashing {} (SIGKILL)", ctx.primary));
+                at = ctx.now();
+                let t = Instant::now();
+                server.crash().await?;
+                // Until the killed postmaster is reaped: a restart must wait for it.
+                detail.insert("kill_ms".into(), ms(t.elapsed()));
+                ctx.progress
+                    .step(&format!("restarting {} (crash recovery)", ctx.primary));
+                let t = Instant::now();
+                server.start().await?;
+                detail.insert("crash_recovery_ms".into(), ms(t.elapsed()));
+            }
+            Event::Freeze { duration } => {
+                let pid = server.pid().ok_or_else(|| not_running(ctx.primary))?;
+                ctx.progress.step(&format!(
+                    "{} frozen (SIGSTOP) for {}",
+                    ctx.primary,
+                    humantime::format_duration(duration)
+                ));
+                // Thawed even if the drill is interrupted while it waits.
+                let _thaw = Thaw(pid);
+                at = ctx.now();
+                signals::freeze(pid, true);
+                tokio::time::sleep(duration).await;
+            }
+            Event::SyncBlock { duration } => {
+                let blocked = sync_standbys(ctx).await?;
+                ctx.progress.step(&format!(
+                    "stopping the synchronous standbys {} for {}",
+                    blocked.join(", "),
+                    humantime::format_duration(duration)
+                ));
+                at = ctx.now();
+                try_join_all(
+                    blocked
+                        .iter()
+                        .map(|n| control::stop(cluster, n, ctx.progress)),
+                )
+                .await?;
+                tokio::time::sleep(duration).await;
+                ctx.progress
+                    .step(&format!("starting {} again", blocked.join(", ")));
+                for n in &blocked {
+                    control::start(cluster, n, ctx.progress).await?;
+                }
+                detail.insert("blocked_standbys".into(), blocked.into());
+            }
+            Event::Switchover => {
+                let switchover = ctx.ops.switchover()?;
+                let to = best_standby(cluster, ctx.primary).await?;
+                ctx.progress
+                    .step(&format!("switchover from {} to {to}", ctx.primary));
+                at = ctx.now();
+                switchover(cluster, &to, ctx.progress).await?;
+                detail.insert("new_primary".into(), to.into());
+            }
+            Event::Failover => {
+                let failover = ctx.ops.failover()?;
+                ctx.progress.step(&format!(
+                    "crashing {} (SIGKILL), then failover",
+                    ctx.primary
+                ));
+                at = ctx.now();
+                server.crash().await?;
+                failover(cluster, None, ctx.progress).await?;
+                detail.insert(
+                    "new_primary".into(),
+                    topology::current_primary(cluster).await?.into(),
+                );
+            }
+        }
+        Ok(Injected {
+            at,
+            end: ctx.now(),
+            detail,
+        })
+    }
+
+    /// Puts the cluster back as the next run needs it: every node running and every standby
+    /// streaming (the drill then checks that).
+    pub async fn restore(&self, ctx: &Ctx<'_>) -> Result<()> {
+        match self {
+            Event::Failover => {
+                let rejoin = ctx.ops.rejoin()?;
+                let new = topology::current_primary(ctx.cluster).await?;
+                ctx.progress
+                    .step(&format!("rejoining {} as a standby of {new}", ctx.primary));
+                rejoin(ctx.cluster, ctx.primary, &new, ctx.progress).await
+            }
+            // The old primary already follows the new one; crash, freeze and sync-block leave
+            // the same primary, and the standbys reconnect by themselves.
+            Event::Switchover | Event::Crash | Event::Freeze { .. } | Event::SyncBlock { .. } => {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> serde_json::Value {
+    crate::drill::ms(d).into()
+}
+
+fn not_running(node: &str) -> Error {
+    Error::Precondition(format!(
+        "{node} is not running: start it (`pgrepl start {node}`) before the drill"
+    ))
+}
+
+struct Thaw(i32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        signals::freeze(self.0, false);
+    }
+}
+
+/// The nodes named by the primary's `synchronous_standby_names` (all standbys for `*`).
+async fn sync_standbys(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+    let c = ctx.cluster.connect(ctx.primary).await?;
+    let setting = queries::show(&c, "synchronous_standby_names").await?;
+    let names = crate::spec::parse_standby_names(&setting)
+        .map(|(_, _, names)| names)
+        .unwrap_or_default();
+    let nodes: Vec<String> = ctx
+        .cluster
+        .spec
+        .nodes
+        .iter()
+        .filter(|n| n.name != ctx.primary)
+        .filter(|n| names.iter().any(|s| s == "*" || s == n.application_name()))
+        .map(|n| n.name.clone())
+        .collect();
+    if nodes.is_empty() {
+        return Err(Error::Precondition(format!(
+            "the sync-block drill needs synchronous replication, and {} has none{}: enable it (`pgrepl sync enable`, or a [sync] section in {} and `pgrepl up`)",
+            ctx.primary,
+            if setting.is_empty() { String::new() } else { format!(" that names a node of the cluster ('{setting}')") },
+            ctx.cluster.spec_path.display()
+        )));
+    }
+    Ok(nodes)
+}
+
+/// The streaming standby of `primary` that has received the most WAL (the spec's order on a
+/// tie): the one a switchover loses nothing to and waits least for.
+async fn best_standby(cluster: &Cluster, primary: &str) -> Result<String> {
+    let probes = topology::probe_all(cluster).await;
+    let p = probes.iter().find(|p| p.name == primary);
+    let streaming: Vec<&str> = p
+        .map(|p| {
+            p.downstreams
+                .iter()
+                .filter(|d| d.state.as_deref() == Some("streaming"))
+                .map(|d| d.application_name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    cluster
+        .spec
+        .nodes
+        .iter()
+        .filter(|n| streaming.contains(&n.application_name()))
+        .filter_map(|n| {
+            let probe = probes.iter().find(|q| q.name == n.name)?;
+            Some((probe.position.as_ref()?.receive_lsn, n.name.clone()))
+        })
+        .rev()
+        .max_by_key(|(lsn, _)| *lsn)
+        .map(|(_, name)| name)
+        .ok_or_else(|| {
+            Error::Precondition(format!(
+                "no standby streams from {primary}: a switchover needs one (`pgrepl status`)"
+            ))
+        })
+}

@@ -1,0 +1,394 @@
+//! Drills that measure: a real write workload runs, an event is injected, and what clients
+//! saw is reported: the write gap, the time to recover, acknowledged commits lost, failed
+//! writes, the replication lag before the event, and whether every node converged.
+
+pub mod chart;
+pub mod event;
+pub mod hooks;
+pub mod measure;
+pub mod sampler;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::bench::Spread;
+use crate::cluster::Cluster;
+use crate::error::{Error, Result, ResultExt};
+use crate::observe::topology;
+use crate::ops::{standby, wait};
+use crate::progress::Progress;
+
+pub use event::Event;
+pub use hooks::Operations;
+use measure::Convergence;
+use sampler::Sampler;
+use writer::{Writer, WriterOptions};
+
+/// How often replication lag is sampled, and the width of a bar in the chart.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub runs: usize,
+    pub writers: usize,
+    /// Commits per second, all writers together.
+    pub rate: f64,
+    /// Steady load before the event (the lag baseline).
+    pub before: Duration,
+    /// Steady load after writes resumed (the chart shows the recovery settle).
+    pub after: Duration,
+    /// Writes that have not resumed this long after the event fail the drill.
+    pub recovery_timeout: Duration,
+}
+
+impl Default for DrillOptions {
+    fn default() -> Self {
+        DrillOptions {
+            runs: 1,
+            writers: 4,
+            rate: 200.0,
+            before: Duration::from_secs(2),
+            after: Duration::from_secs(1),
+            recovery_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DrillOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.runs == 0 {
+            return Err(Error::Invalid("--runs must be at least 1".into()));
+        }
+        if self.writers == 0 {
+            return Err(Error::Invalid(
+                "--writers must be at least 1: the drill measures what writing clients see".into(),
+            ));
+        }
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err(Error::Invalid(
+                "--rate must be a positive number of commits per second (e.g. --rate 200)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One run's figures: the keys of `pgrepl drill --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub run: usize,
+    pub primary_before: String,
+    pub primary_after: String,
+    /// Longest time without an acknowledged commit around the event.
+    pub write_gap_ms: f64,
+    /// From the event to the first acknowledged commit after the outage.
+    pub recovery_ms: f64,
+    /// Acknowledged commits missing on the primary afterwards: the real data loss.
+    pub lost_acknowledged: usize,
+    /// The (writer, seq) ids of those commits.
+    pub lost_ids: Vec<(i32, i64)>,
+    /// INSERTs sent that failed (their outcome on the server is unknown).
+    pub failed_writes: usize,
+    /// Connection attempts that found no read-write node.
+    pub connect_errors: usize,
+    /// Commits acknowledged after the event but before the outage.
+    pub late_acks: usize,
+    pub acknowledged: usize,
+    /// Highest replication lag of any standby before the event.
+    pub max_lag_bytes: Option<u64>,
+    pub converged: bool,
+    pub event: event::Injected,
+    pub convergence: Convergence,
+}
+
+/// What a run leaves for the chart and the report: the workload and the lag over time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    pub run: usize,
+    pub bin_ms: f64,
+    /// Acknowledged commits in each bin, from the run's start.
+    pub acks_per_bin: Vec<u32>,
+    /// Each standby's replay lag: (ms from the start, bytes).
+    pub lag: BTreeMap<String, Vec<(f64, u64)>>,
+    pub event_ms: f64,
+    pub event_end_ms: f64,
+    pub first_ack_after_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub write_gap_ms: Option<Spread>,
+    pub recovery_ms: Option<Spread>,
+    pub lost_acknowledged: Option<Spread>,
+    pub failed_writes: Option<Spread>,
+    pub max_lag_bytes: Option<Spread>,
+    /// 1 for a converged run, 0 otherwise: min 1 means every run converged.
+    pub converged: Option<Spread>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub event: String,
+    pub writers: usize,
+    pub rate: f64,
+    pub runs: Vec<RunResult>,
+    pub summary: Summary,
+    #[serde(skip)]
+    pub traces: Vec<Trace>,
+}
+
+impl Summary {
+    pub fn of(runs: &[RunResult]) -> Summary {
+        let of = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+            Spread::of(&runs.iter().filter_map(f).collect::<Vec<f64>>())
+        };
+        Summary {
+            write_gap_ms: of(&|r| Some(r.write_gap_ms)),
+            recovery_ms: of(&|r| Some(r.recovery_ms)),
+            lost_acknowledged: of(&|r| Some(r.lost_acknowledged as f64)),
+            failed_writes: of(&|r| Some(r.failed_writes as f64)),
+            max_lag_bytes: of(&|r| r.max_lag_bytes.map(|b| b as f64)),
+            converged: of(&|r| Some(if r.converged { 1.0 } else { 0.0 })),
+        }
+    }
+}
+
+/// Runs the drill `opts.runs` times: load, event, measurements, restore.
+pub async fn run(
+    cluster: &Cluster,
+    event: Event,
+    opts: &DrillOptions,
+    ops: &Operations,
+    progress: &dyn Progress,
+) -> Result<DrillReport> {
+    opts.validate()?;
+    event.check(ops)?;
+    let mut runs = Vec::new();
+    let mut traces = Vec::new();
+    for i in 1..=opts.runs {
+        let (result, trace) = one_run(cluster, event, opts, ops, progress, i).await?;
+        progress.note(&result_line(&event, &result));
+        runs.push(result);
+        traces.push(trace);
+    }
+    Ok(DrillReport {
+        event: event.name().to_string(),
+        writers: opts.writers,
+        rate: opts.rate,
+        summary: Summary::of(&runs),
+        runs,
+        traces,
+    })
+}
+
+/// One line per run, for people.
+pub fn result_line(event: &Event, r: &RunResult) -> String {
+    let detail = r
+        .event
+        .detail
+        .iter()
+        .map(|(k, v)| match v.as_f64() {
+            Some(n) => format!(", {} {n:.0}", k.replace('_', " ")),
+            None => format!(", {} {v}", k.replace('_', " ")),
+        })
+        .collect::<String>();
+    format!(
+        "run {}: {event} of {}: write gap {:.0} ms, recovered in {:.0} ms, {} lost acknowledged, {} failed writes, max lag before {}{}{}",
+        r.run,
+        r.primary_before,
+        r.write_gap_ms,
+        r.recovery_ms,
+        r.lost_acknowledged,
+        r.failed_writes,
+        r.max_lag_bytes
+            .map(|b| format!("{b} B"))
+            .unwrap_or_else(|| "-".into()),
+        if r.converged {
+            format!(", {} nodes converged", r.convergence.nodes.len())
+        } else {
+            ", NOT converged".into()
+        },
+        detail
+    )
+}
+
+/// The cluster as a run needs it: one primary, every node running, every standby streaming.
+async fn ready(cluster: &Cluster) -> Result<String> {
+    let primary = topology::current_primary(cluster).await?;
+    for n in &cluster.spec.nodes {
+        if !cluster.server(&n.name).is_running() {
+            return Err(Error::Precondition(format!(
+                "{} is not running, so runs would not be comparable: start it (`pgrepl start {}`) or bring the cluster up (`pgrepl up`)",
+                n.name, n.name
+            )));
+        }
+    }
+    for n in cluster.spec.nodes.iter().filter(|n| n.name != primary) {
+        standby::wait_streaming_for(cluster, &n.name, Duration::from_secs(30)).await?;
+    }
+    Ok(primary)
+}
+
+async fn one_run(
+    cluster: &Cluster,
+    event: Event,
+    opts: &DrillOptions,
+    ops: &Operations,
+    progress: &dyn Progress,
+    i: usize,
+) -> Result<(RunResult, Trace)> {
+    progress.step(&format!("run {i}/{}: checking the cluster", opts.runs));
+    let primary = ready(cluster).await?;
+    let origin = Instant::now();
+    let ctx = event::Ctx {
+        cluster,
+        primary: &primary,
+        ops,
+        progress,
+        origin,
+    };
+    event.preflight(&ctx).await?;
+    let sampler = Sampler::start(cluster, origin, SAMPLE_INTERVAL)?;
+    let writer = match Writer::start(
+        cluster,
+        WriterOptions {
+            writers: opts.writers,
+            rate: Some(opts.rate),
+            origin,
+            ..WriterOptions::default()
+        },
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            sampler.stop().await;
+            return Err(e);
+        }
+    };
+
+    // Until the writers stop, every exit goes through here so that no task is left behind.
+    let outcome = async {
+        progress.step(&format!(
+            "run {i}/{}: writing at {}/s",
+            opts.runs, opts.rate
+        ));
+        wait::until(
+            "the drill writers' first commit",
+            Duration::from_secs(30),
+            || async { writer.last_ack() },
+        )
+        .await?;
+        tokio::time::sleep(opts.before).await;
+        let injected = event.inject(&ctx).await?;
+        progress.step(&format!(
+            "run {i}/{}: waiting for writes to resume",
+            opts.runs
+        ));
+        let resumed = wait::until(
+            &format!("writes to resume after the {}", event.name()),
+            opts.recovery_timeout,
+            || async { writer.last_ack().filter(|&t| t > injected.end) },
+        )
+        .await;
+        if resumed.is_ok() {
+            tokio::time::sleep(opts.after).await;
+        }
+        Ok::<_, Error>((injected, resumed))
+    }
+    .await;
+    let end = origin.elapsed();
+    let log = writer.stop().await;
+    let lags = sampler.stop().await;
+    let (injected, resumed) = outcome?;
+    resumed.map_err(|e| {
+        Error::Precondition(format!(
+            "{e}: the cluster did not recover by itself; look at `pgrepl status` and the logs"
+        ))
+    })?;
+
+    let ack_times: Vec<Duration> = log.acks.iter().map(|a| a.at).collect();
+    let outage = measure::outage(&ack_times, injected.at)
+        .ok_or_else(|| Error::Precondition("no commit was acknowledged after the event".into()))?;
+
+    progress.step(&format!("run {i}/{}: checking for lost writes", opts.runs));
+    let primary_after = topology::current_primary(cluster).await?;
+    let present = measure::present_rows(cluster, &primary_after).await?;
+    let lost = measure::missing(&log.acks, &present);
+
+    event.restore(&ctx).await?;
+    progress.step(&format!(
+        "run {i}/{}: waiting for the standbys to catch up",
+        opts.runs
+    ));
+    ready(cluster).await?;
+    let convergence = measure::convergence(cluster, &primary_after).await?;
+
+    let trace = Trace {
+        run: i,
+        bin_ms: SAMPLE_INTERVAL.as_secs_f64() * 1000.0,
+        acks_per_bin: measure::acks_per_bin(&log.acks, SAMPLE_INTERVAL, end),
+        lag: measure::lag_by_node(&lags),
+        event_ms: ms(injected.at),
+        event_end_ms: ms(injected.end),
+        first_ack_after_ms: ms(outage.first_after),
+    };
+    let result = RunResult {
+        run: i,
+        primary_before: primary,
+        primary_after,
+        write_gap_ms: ms(outage.write_gap()),
+        recovery_ms: ms(outage.recovery(injected.at)),
+        lost_acknowledged: lost.len(),
+        lost_ids: lost,
+        failed_writes: log.failed_writes(),
+        connect_errors: log.errors.len() - log.failed_writes(),
+        late_acks: outage.late_acks,
+        acknowledged: log.acks.len(),
+        max_lag_bytes: measure::max_lag_before(&lags, injected.at),
+        converged: convergence.converged,
+        event: injected,
+        convergence,
+    };
+    Ok((result, trace))
+}
+
+/// Milliseconds to 0.1 ms: finer would be noise.
+pub(crate) fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+pub(crate) fn ser_ms<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(ms(*d))
+}
+
+/// Writes `report.json` and one chart per run (`run-N.svg`, `run-N.png`) into `dir`;
+/// returns the files written.
+pub fn write_report(report: &DrillReport, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).what(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::new();
+    let json = dir.join("report.json");
+    let mut value = serde_json::to_value(report).expect("a report serializes");
+    value["traces"] = serde_json::to_value(&report.traces).expect("traces serialize");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&value).expect("JSON prints"),
+    )
+    .what(|| format!("cannot write {}", json.display()))?;
+    files.push(json);
+    for t in &report.traces {
+        for ext in ["svg", "png"] {
+            let path = dir.join(format!("run-{}.{ext}", t.run));
+            chart::draw(report, t, &path)?;
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
