@@ -104,6 +104,7 @@ impl<'a> Server<'a> {
     /// Starts the server and waits until it accepts connections (or, for a standby, has
     /// reached a consistent state). A failed start carries the end of the server log.
     pub async fn start(&self) -> Result<()> {
+        self.remove_pid_file_of_dead_postmaster();
         let mut cmd = self.runner.command(self.pg.program("pg_ctl"));
         cmd.arg("-D")
             .arg(&self.data)
@@ -122,6 +123,26 @@ impl<'a> Server<'a> {
                 ),
             })?;
         Ok(())
+    }
+
+    /// After a crash the postmaster may linger as a zombie until init reaps it; PostgreSQL's
+    /// lock-file check (`kill(pid, 0)`) takes a zombie for a live postmaster and refuses to
+    /// start. A zombie is provably dead, so its pid file is stale.
+    fn remove_pid_file_of_dead_postmaster(&self) {
+        let path = self.data.join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        if let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            if signals::is_zombie(pid) {
+                tracing::debug!(pid, "removing the pid file of a dead (zombie) postmaster");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     pub async fn stop(&self, mode: StopMode) -> Result<()> {

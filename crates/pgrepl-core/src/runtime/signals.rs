@@ -23,8 +23,20 @@ fn ppid(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether a process runs. A zombie does not: it is dead and only waits to be reaped, which
+/// some init processes (as in containers) take more than a second to do.
 pub fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    kill(Pid::from_raw(pid), None).is_ok() && !is_zombie(pid)
+}
+
+pub fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Kills the postmaster and every backend at once, like losing the machine. The postmaster is
