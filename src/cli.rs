@@ -67,6 +67,62 @@ pub enum Command {
     /// Find or provision PostgreSQL.
     #[command(subcommand)]
     Postgres(PostgresCmd),
+    /// Promote a standby (refuses while another primary runs, unless --fence or --force).
+    Promote(PromoteArgs),
+    /// Unplanned failover: fence the old primary, promote the best standby, repoint the rest.
+    Failover(FailoverArgs),
+    /// Planned role swap with no data loss: the primary becomes a standby of NODE.
+    Switchover(SwitchoverArgs),
+    /// Make a failed or demoted node a standby again (pg_rewind, or a fresh clone).
+    Rejoin(RejoinArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    pub node: String,
+    /// Stop (fast shutdown) any other running primary first.
+    #[arg(long)]
+    pub fence: bool,
+    /// Promote even though another primary runs: a split brain, on purpose.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    /// The standby to promote (default: the one that has received the most WAL).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SwitchoverArgs {
+    /// The streaming standby that becomes the primary.
+    #[arg(long)]
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RejoinArgs {
+    pub node: String,
+    /// The node to stream from (usually the new primary).
+    #[arg(long)]
+    pub upstream: String,
+    /// Slot on the upstream to stream through (default: the node's slot in the cluster file,
+    /// else NODE_slot).
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Move the data directory aside (kept) and take a fresh clone instead of pg_rewind.
+    #[arg(long)]
+    pub reclone: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StandbyFollowArgs {
+    pub node: String,
+    /// The node to stream from from now on.
+    #[arg(long)]
+    pub upstream: String,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +157,8 @@ pub enum PrimaryCmd {
 pub enum StandbyCmd {
     /// Clone NODE with pg_basebackup through SLOT, start it, wait until it streams.
     Add(StandbyAddArgs),
+    /// Repoint a standby to another upstream (reload, no restart).
+    Follow(StandbyFollowArgs),
 }
 
 #[derive(Args, Debug)]

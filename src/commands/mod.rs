@@ -1,5 +1,7 @@
 //! One handler per command.
 
+mod failover;
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -41,6 +43,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
             print(outcome)
         }
+        Command::Standby(StandbyCmd::Follow(a)) => failover::follow(&opts, a).await,
+        Command::Promote(a) => failover::promote(&opts, a).await,
+        Command::Failover(a) => failover::failover(&opts, a).await,
+        Command::Switchover(a) => failover::switchover(&opts, a).await,
+        Command::Rejoin(a) => failover::rejoin(&opts, a).await,
         Command::Status(a) => status(&opts, a).await,
         Command::Load(LoadCmd::Wal(a)) => load_wal(&opts, a).await,
         Command::Start(a) => each_node(&opts, &a.nodes, NodeAction::Start).await,
@@ -75,7 +82,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn print(outcome: Outcome) -> Result<ExitCode> {
+pub(crate) fn print(outcome: Outcome) -> Result<ExitCode> {
     println!("{}", outcome.message());
     Ok(ExitCode::SUCCESS)
 }
@@ -84,7 +91,9 @@ async fn open(opts: &Options) -> Result<Cluster> {
     Ok(Cluster::open(opts, false, &Spinner::new()).await?)
 }
 
-async fn open_locked(opts: &Options) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
+pub(crate) async fn open_locked(
+    opts: &Options,
+) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
     let cluster = open(opts).await?;
     let lock = cluster.lock()?;
     Ok((cluster, lock))

@@ -23,8 +23,20 @@ fn ppid(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether a process runs. A zombie does not: an exited postmaster whose parent (often
+/// PID 1, which may reap late) has not collected it yet is gone for our purposes.
 pub fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    kill(Pid::from_raw(pid), None).is_ok() && !zombie(pid)
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Kills the postmaster and every backend at once, like losing the machine. The postmaster is
