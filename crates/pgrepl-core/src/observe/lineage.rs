@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 use crate::cluster::Cluster;
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, Result};
 use crate::observe::topology::Probe;
 use crate::postgres::timeline::{self, HistoryEntry, Lineage};
 use crate::postgres::{queries, Lsn};
@@ -42,30 +42,12 @@ impl History {
     }
 }
 
-/// The newest timeline a running node has WAL of, from the segment names in its pg_wal: a
-/// standby whose walreceiver is down reports no received timeline, and pg_control's lags
-/// until the next restartpoint.
-pub async fn wal_timeline(c: &Client) -> Result<Option<u32>> {
-    let rows = c
-        .query(
-            "SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}(\\.partial)?$'",
-            &[],
-        )
-        .await
-        .what(|| "cannot list pg_wal".into())?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| timeline::segment_timeline(r.get(0)))
-        .max())
-}
-
 /// Where a running node's WAL ends. A standby is compared by its replay position: that is
 /// what PostgreSQL itself checks before following a new timeline (WAL received past it but
 /// not replayed is read from the new timeline's segments instead).
 pub async fn running_end(c: &Client) -> Result<Option<WalEnd>> {
     let pos = queries::position(c).await?;
-    let on_disk = wal_timeline(c).await?;
-    let tli = pos.timeline.max(on_disk);
+    let tli = pos.timeline;
     let end = if pos.in_recovery {
         pos.replay_lsn
     } else {
