@@ -293,6 +293,7 @@ async fn finish(
     let up = cluster.connect(upstream).await?;
     queries::ensure_slot(&up, &slot).await?;
     progress.step(&format!("starting {node} as a standby of {upstream}"));
+    server.remove_stale_pidfile();
     server.start().await?;
     standby::wait_streaming_from(
         cluster,
@@ -451,6 +452,7 @@ async fn rewind(
 /// that). Single-user mode refuses standby.signal; the spec's files are written afterwards.
 async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<()> {
     let data = cluster.data_dir(node);
+    cluster.server(node).remove_stale_pidfile();
     for signal in ["standby.signal", "recovery.signal"] {
         let p = data.join(signal);
         if p.exists() {
@@ -556,7 +558,8 @@ impl WaldumpSummary {
                 .and_then(|r| r.split('/').nth(1))
                 .and_then(|t| t.trim().parse::<u64>().ok());
             if let (Some(l), Some(t)) = (lsn, tot) {
-                s.end = Some(Lsn(l.0 + t));
+                // Records start on 8-byte boundaries: the next one (the end) too.
+                s.end = Some(Lsn((l.0 + t + 7) & !7));
             }
         }
         s
@@ -665,7 +668,7 @@ rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 0/05020C58,
         assert_eq!(s.records, 6);
         assert_eq!(s.commits, 2);
         assert_eq!(s.row_changes, 1 + 3 + 1);
-        assert_eq!(s.end, Some(Lsn(0x05020C58 + 114)));
+        assert_eq!(s.end, Some(Lsn(0x05020C58 + 120)));
     }
 
     #[test]

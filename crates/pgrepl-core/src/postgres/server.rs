@@ -78,6 +78,20 @@ impl<'a> Server<'a> {
         signals::alive(pid).then_some(pid)
     }
 
+    /// Removes a postmaster.pid whose process is gone. PostgreSQL clears a stale one itself,
+    /// unless its pid is a zombie not yet reaped (kill(pid, 0) still succeeds): then it
+    /// refuses to start with "lock file already exists".
+    pub fn remove_stale_pidfile(&self) {
+        let path = self.data.join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let pid: Option<i32> = text.lines().next().and_then(|l| l.trim().parse().ok());
+        if pid.is_some_and(|p| !signals::alive(p.abs())) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.pid().is_some()
     }
@@ -150,6 +164,7 @@ impl<'a> Server<'a> {
         signals::crash(pid);
         for _ in 0..500 {
             if !signals::alive(pid) {
+                self.remove_stale_pidfile();
                 return Ok(true);
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
