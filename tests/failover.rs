@@ -432,6 +432,8 @@ fn rejoin_resumes_after_a_kill_is_idempotent_and_reclones() {
 
     let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
     assert!(out.contains("rejoined"), "{out}");
+    // pg_rewind outlived the killed pgrepl; the rerun finished its work, no re-clone.
+    assert!(!out.contains("re-cloning"), "{out}");
     assert_streams_from(&c, "pg0", "pg1", 2);
     assert!(!journal.exists());
     c.sql("pg1", "INSERT INTO r VALUES (2)");

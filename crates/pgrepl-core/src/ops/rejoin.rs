@@ -170,20 +170,24 @@ async fn rejoin_inner(
     }
 
     let control = server.controldata().await?;
-    let journaled = read_journal(journal).filter(|j| j.upstream == upstream);
-    if let Some(j) = &journaled {
-        if j.rewind_started {
-            if control.state == "in archive recovery" {
-                progress.note(&format!(
-                    "an earlier rejoin of {node} finished its pg_rewind: completing it"
-                ));
-                return finish(cluster, &spec, None, None, progress).await;
-            }
+    if read_journal(journal).is_some_and(|j| j.rewind_started) {
+        // pg_rewind updates the control file last: "in archive recovery" means it finished.
+        if control.state == "in archive recovery" {
             progress.note(&format!(
-                "an earlier rejoin of {node} was interrupted while pg_rewind ran, so its data directory cannot be trusted: re-cloning it instead"
+                "an earlier rejoin of {node} finished its pg_rewind: completing it"
+            ));
+            return finish(cluster, &spec, None, None, progress).await;
+        }
+        if rewind_log(cluster, node).is_some_and(|t| started_copying(&t)) {
+            progress.note(&format!(
+                "an earlier rejoin of {node} was interrupted while pg_rewind copied files, so its data directory cannot be trusted: re-cloning it instead"
             ));
             return reclone_node(cluster, node, progress).await;
         }
+        progress.note(&format!(
+            "an earlier rejoin of {node} was interrupted before pg_rewind changed anything: running it again"
+        ));
+        let _ = std::fs::remove_file(journal);
     }
 
     let clean = control.cleanly_shut_down();
@@ -402,6 +406,8 @@ async fn rewind(
         .arg(cluster.data_dir(node))
         .arg(format!("--source-server={conninfo}"))
         .arg("--progress");
+    // A log from an earlier rejoin must not speak for this one.
+    let _ = std::fs::remove_file(rewind_log_path(cluster, node));
     cluster.write_file(
         journal,
         &serde_json::to_string(&Journal {
@@ -412,17 +418,9 @@ async fn rewind(
     )?;
     progress.step(&format!("pg_rewind {node} from {upstream}"));
     let started = Instant::now();
-    let out = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .what(|| "cannot run pg_rewind".into())?;
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        // Until it copies, pg_rewind only reads: a failure before that leaves the node as it was.
-        let copying = text.contains("need to copy") || text.contains("copied");
+    let (status, text) = run_detached(cluster, node, "pg_rewind", &mut cmd).await?;
+    if !status.success() {
+        let copying = started_copying(&text);
         if !copying {
             let _ = std::fs::remove_file(journal);
         }
@@ -447,6 +445,48 @@ async fn rewind(
     Ok(r)
 }
 
+fn rewind_log_path(cluster: &Cluster, node: &str) -> PathBuf {
+    cluster
+        .dir
+        .join("log")
+        .join(format!("{node}.rejoin-pg_rewind.log"))
+}
+
+fn rewind_log(cluster: &Cluster, node: &str) -> Option<String> {
+    std::fs::read_to_string(rewind_log_path(cluster, node)).ok()
+}
+
+/// Until it says how much it will copy, pg_rewind has only read: the target is untouched.
+fn started_copying(pg_rewind_output: &str) -> bool {
+    pg_rewind_output.contains("need to copy") || pg_rewind_output.contains("copied")
+}
+
+/// Runs a step that must be able to outlive us (a killed rejoin leaves it to finish): its
+/// output goes to a log file, not to a pipe whose closing would kill it with SIGPIPE.
+async fn run_detached(
+    cluster: &Cluster,
+    node: &str,
+    what: &str,
+    cmd: &mut tokio::process::Command,
+) -> Result<(std::process::ExitStatus, String)> {
+    let log = cluster
+        .dir
+        .join("log")
+        .join(format!("{node}.rejoin-{what}.log"));
+    let file = std::fs::File::create(&log).what(|| format!("cannot create {}", log.display()))?;
+    let err = file
+        .try_clone()
+        .what(|| format!("cannot open {}", log.display()))?;
+    tracing::debug!(?cmd, "running");
+    let status = cmd
+        .stdout(file)
+        .stderr(err)
+        .status()
+        .await
+        .what(|| format!("cannot run {what}"))?;
+    Ok((status, std::fs::read_to_string(&log).unwrap_or_default()))
+}
+
 /// Brings a crashed data directory to a clean shutdown without ever accepting connections:
 /// a single-user backend replays its WAL and writes a shutdown checkpoint (pg_rewind needs
 /// that). Single-user mode refuses standby.signal; the spec's files are written afterwards.
@@ -464,10 +504,13 @@ async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) 
     cmd.args(["--single", "-F", "-c", "exit_on_error=false", "-D"])
         .arg(&data)
         .arg("template1");
-    cluster
-        .runner
-        .run(&format!("crash recovery of {node}"), &mut cmd)
-        .await?;
+    let (status, text) = run_detached(cluster, node, "crash-recovery", &mut cmd).await?;
+    if !status.success() {
+        return Err(Error::Command {
+            what: format!("crash recovery of {node}"),
+            detail: format!("{} ({status})", text.trim()),
+        });
+    }
     progress.note(&format!(
         "{node} had crashed: ran it through crash recovery (single-user mode, no connections)"
     ));
