@@ -76,6 +76,14 @@ pub enum Command {
     /// Run a write workload, inject an event, and measure what clients saw: write gap,
     /// recovery time, lost acknowledged writes, convergence.
     Drill(DrillArgs),
+    /// Promote a standby (refuses while another primary runs, unless --fence or --force).
+    Promote(PromoteArgs),
+    /// Unplanned failover: fence the old primary, promote the best standby, repoint the rest.
+    Failover(FailoverArgs),
+    /// Planned role swap with no data loss: the primary becomes a standby of NODE.
+    Switchover(SwitchoverArgs),
+    /// Make a failed or demoted node a standby again (pg_rewind, or a fresh clone).
+    Rejoin(RejoinArgs),
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +113,54 @@ pub struct DrillArgs {
     /// Write report.json and a chart per run (SVG and PNG) into this directory.
     #[arg(long)]
     pub report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    pub node: String,
+    /// Stop (fast shutdown) any other running primary first.
+    #[arg(long)]
+    pub fence: bool,
+    /// Promote even though another primary runs: a split brain, on purpose.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    /// The standby to promote (default: the one that has received the most WAL).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SwitchoverArgs {
+    /// The streaming standby that becomes the primary.
+    #[arg(long)]
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RejoinArgs {
+    pub node: String,
+    /// The node to stream from (usually the new primary).
+    #[arg(long)]
+    pub upstream: String,
+    /// Slot on the upstream to stream through (default: the node's slot in the cluster file,
+    /// else NODE_slot).
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Move the data directory aside (kept) and take a fresh clone instead of pg_rewind.
+    #[arg(long)]
+    pub reclone: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StandbyFollowArgs {
+    pub node: String,
+    /// The node to stream from from now on.
+    #[arg(long)]
+    pub upstream: String,
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +195,8 @@ pub enum PrimaryCmd {
 pub enum StandbyCmd {
     /// Clone NODE with pg_basebackup through SLOT, start it, wait until it streams.
     Add(StandbyAddArgs),
+    /// Repoint a standby to another upstream (reload, no restart).
+    Follow(StandbyFollowArgs),
 }
 
 #[derive(Args, Debug)]

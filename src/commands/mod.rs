@@ -1,5 +1,6 @@
 //! One handler per command.
 
+mod failover;
 mod sync;
 
 use std::io::{IsTerminal, Write};
@@ -46,6 +47,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
             print(outcome)
         }
+        Command::Standby(StandbyCmd::Follow(a)) => failover::follow(&opts, a).await,
+        Command::Promote(a) => failover::promote(&opts, a).await,
+        Command::Failover(a) => failover::failover(&opts, a).await,
+        Command::Switchover(a) => failover::switchover(&opts, a).await,
+        Command::Rejoin(a) => failover::rejoin(&opts, a).await,
         Command::Status(a) => status(&opts, a).await,
         Command::Load(LoadCmd::Wal(a)) => load_wal(&opts, a).await,
         Command::Start(a) => each_node(&opts, &a.nodes, NodeAction::Start).await,
@@ -83,7 +89,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn print(outcome: Outcome) -> Result<ExitCode> {
+pub(crate) fn print(outcome: Outcome) -> Result<ExitCode> {
     println!("{}", outcome.message());
     Ok(ExitCode::SUCCESS)
 }

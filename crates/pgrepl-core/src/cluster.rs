@@ -177,6 +177,29 @@ impl Cluster {
         )
     }
 
+    /// Puts `next` in place of the spec for an operation; `settle_spec` then keeps or undoes it.
+    pub fn swap_spec(&mut self, next: ClusterSpec) -> ClusterSpec {
+        std::mem::replace(&mut self.spec, next)
+    }
+
+    /// After an operation run under `swap_spec`: its spec is kept (and saved) when it
+    /// succeeded, `previous` is restored when it failed, so a failed operation leaves the
+    /// cluster file as it was.
+    pub fn settle_spec<T>(&mut self, previous: ClusterSpec, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(v) => {
+                if self.spec != previous {
+                    self.save_spec()?;
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.spec = previous;
+                Err(e)
+            }
+        }
+    }
+
     /// Saves the spec (the topology intent) after an operation changed it.
     pub fn save_spec(&self) -> Result<()> {
         self.spec.save(&self.spec_path)

@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::cluster::Cluster;
+use crate::observe::lineage::{self, History, WalEnd};
 use crate::observe::topology::{self, Probe};
+use crate::postgres::timeline::Lineage;
 use crate::postgres::Lsn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,10 +79,18 @@ pub struct ClusterStatus {
 
 pub async fn status(cluster: &Cluster) -> ClusterStatus {
     let probes = topology::probe_all(cluster).await;
-    build(cluster, &probes)
+    // The primary's timeline history tells a node that can still follow it from one that
+    // has gone past the fork point.
+    let history = match topology::pick_primary(cluster, &probes) {
+        Some(p) if p.timeline().unwrap_or(1) > 1 => {
+            lineage::history_of(cluster, &p.name).await.ok()
+        }
+        _ => None,
+    };
+    build(cluster, &probes, history.as_ref())
 }
 
-fn build(cluster: &Cluster, probes: &[Probe]) -> ClusterStatus {
+fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> ClusterStatus {
     let primary = topology::pick_primary(cluster, probes);
     let primaries: Vec<&str> = probes
         .iter()
@@ -150,7 +160,12 @@ fn build(cluster: &Cluster, probes: &[Probe]) -> ClusterStatus {
                 (Some(pl), Some(r)) if !is_current_primary => Some(pl.bytes_after(r)),
                 _ => None,
             };
-            let (needs_rejoin, note) = divergence(p, primary_tli, is_current_primary, state);
+            let (needs_rejoin, note) = match history {
+                Some(h) if !is_current_primary && !p.is_primary() => {
+                    diverged_from(h, p, state, spec)
+                }
+                _ => divergence(p, primary_tli, is_current_primary, state),
+            };
             NodeStatus {
                 name: spec.name.clone(),
                 host: spec.host.to_string(),
@@ -219,7 +234,71 @@ fn build(cluster: &Cluster, probes: &[Probe]) -> ClusterStatus {
     }
 }
 
-/// Whether a node has left the current primary's history.
+/// Whether a standby or a stopped node has gone past the point where the primary's timeline
+/// forked off its own: then only a rewind brings it back.
+fn diverged_from(
+    h: &History,
+    p: &Probe,
+    state: State,
+    spec: &crate::spec::NodeSpec,
+) -> (bool, Option<String>) {
+    let end = match (state, &p.position) {
+        (State::Running, Some(x)) => x
+            .timeline
+            .zip(x.replay_lsn)
+            .map(|(tli, end)| WalEnd { tli, end }),
+        (State::Stopped, _) => lineage::stopped_end(p),
+        _ => return (false, None),
+    };
+    let Some(end) = end else {
+        // Stopped after a crash: its WAL end is unknown, and crash recovery would write past
+        // the fork point anyway.
+        let tli = p.timeline().unwrap_or(0);
+        return if tli < h.tli {
+            (
+                true,
+                Some(format!(
+                    "crashed on timeline {tli} (the primary is on {}): needs rejoin (`pgrepl rejoin {} --upstream {}`)",
+                    h.tli, p.name, h.node
+                )),
+            )
+        } else {
+            (false, None)
+        };
+    };
+    match h.lineage(end) {
+        Lineage::Diverged { fork, past_by } => (
+            true,
+            Some(format!(
+                "diverged: {past_by} bytes of timeline {} past {fork}, where the primary's timeline {} forked off: needs rejoin (`pgrepl rejoin {} --upstream {}`)",
+                end.tli, h.tli, p.name, h.node
+            )),
+        ),
+        Lineage::Unrelated => (
+            true,
+            Some(format!(
+                "its timeline {} is not in the primary's history: needs rejoin (`pgrepl rejoin {} --upstream {} --reclone`)",
+                end.tli, p.name, h.node
+            )),
+        ),
+        Lineage::Follows { fork: Some(_) }
+            if state == State::Running
+                && p.position.as_ref().and_then(|x| x.receiver_status.as_deref())
+                    != Some("streaming") =>
+        {
+            (
+                false,
+                Some(format!(
+                    "on timeline {}, not streaming; it has not diverged: `pgrepl standby follow {} --upstream {}`",
+                    end.tli, spec.name, h.node
+                )),
+            )
+        }
+        _ => (false, None),
+    }
+}
+
+/// Whether a node has left the current primary's history (without its timeline history).
 fn divergence(
     p: &Probe,
     primary_tli: Option<u32>,

@@ -4,10 +4,15 @@
 
 pub mod config;
 pub mod control;
+pub mod failover;
+pub mod follow;
 pub mod load;
 pub mod primary;
+pub mod promote;
+pub mod rejoin;
 pub mod sql;
 pub mod standby;
+pub mod switchover;
 pub mod sync;
 pub mod up;
 pub mod wait;

@@ -157,19 +157,9 @@ pub async fn add(
         }
     }
     spec.validate()?;
-    let previous = std::mem::replace(&mut cluster.spec, spec);
-    match clone(cluster, node, progress).await {
-        Ok(outcome) => {
-            if cluster.spec != previous {
-                cluster.save_spec()?;
-            }
-            Ok(outcome)
-        }
-        Err(e) => {
-            cluster.spec = previous;
-            Err(e)
-        }
-    }
+    let previous = cluster.swap_spec(spec);
+    let result = clone(cluster, node, progress).await;
+    cluster.settle_spec(previous, result)
 }
 
 /// Waits until the standby's walreceiver streams.
@@ -179,6 +169,17 @@ pub async fn wait_streaming(cluster: &Cluster, node: &str) -> Result<()> {
 
 /// Waits until the standby's walreceiver streams, on one connection once it has one.
 pub async fn wait_streaming_for(cluster: &Cluster, node: &str, timeout: Duration) -> Result<()> {
+    wait_streaming_from(cluster, node, None, timeout).await
+}
+
+/// Waits until the standby streams, from `upstream` when given (after a repoint the old
+/// walreceiver may still be streaming from the previous upstream for a moment).
+pub async fn wait_streaming_from(
+    cluster: &Cluster,
+    node: &str,
+    upstream: Option<&NodeSpec>,
+    timeout: Duration,
+) -> Result<()> {
     let server = cluster.server(node);
     let deadline = std::time::Instant::now() + timeout;
     let mut client = None;
@@ -188,7 +189,12 @@ pub async fn wait_streaming_for(cluster: &Cluster, node: &str, timeout: Duration
         }
         if let Some(c) = &client {
             match queries::position(c).await {
-                Ok(p) if p.receiver_status.as_deref() == Some("streaming") => return Ok(()),
+                Ok(p)
+                    if p.receiver_status.as_deref() == Some("streaming")
+                        && upstream.is_none_or(|u| p.sender_port == Some(i32::from(u.port))) =>
+                {
+                    return Ok(())
+                }
                 Ok(_) => {}
                 Err(_) => client = None,
             }

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod lsn;
 pub mod queries;
 pub mod server;
+pub mod timeline;
 
 pub use binaries::PgInstall;
 pub use lsn::Lsn;

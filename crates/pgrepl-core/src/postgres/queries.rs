@@ -18,8 +18,8 @@ pub struct Position {
     pub in_recovery: bool,
     pub server_version_num: i32,
     /// Primary: from the current WAL file's name (pg_control's checkpoint timeline lags
-    /// behind for a while after a promotion). Standby: the received timeline, else the
-    /// replayed one.
+    /// behind for a while after a promotion). Standby: the received timeline, else that of
+    /// the newest WAL segment it holds.
     pub timeline: Option<u32>,
     pub current_lsn: Option<Lsn>,
     pub receive_lsn: Option<Lsn>,
@@ -44,6 +44,9 @@ pub async fn position(c: &Client) -> Result<Position> {
                     pg_last_wal_replay_lsn()::text AS replay,
                     pg_last_xact_replay_timestamp()::text AS replay_at,
                     (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli,
+                    CASE WHEN pg_is_in_recovery() THEN
+                         (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
+                          WHERE name ~ '^[0-9A-F]{24}$') END AS wal_tli,
                     r.status, r.received_tli, r.sender_host, r.sender_port, r.slot_name
              FROM (SELECT 1) AS one
              LEFT JOIN pg_stat_wal_receiver r ON true",
@@ -53,7 +56,11 @@ pub async fn position(c: &Client) -> Result<Position> {
         .what(|| "cannot read the node's position".into())?;
     let in_recovery: bool = row.get("rec");
     let timeline = if in_recovery {
+        // Without a walreceiver, the newest WAL segment it holds: pg_control's timeline
+        // lags until the next restartpoint, which made a standby that had followed a
+        // promotion look stuck on the old timeline.
         row.get::<_, Option<i32>>("received_tli")
+            .or(row.get::<_, Option<i32>>("wal_tli"))
             .or(row.get::<_, Option<i32>>("ckpt_tli"))
     } else {
         row.get::<_, Option<i32>>("cur_tli")

@@ -78,6 +78,20 @@ impl<'a> Server<'a> {
         signals::alive(pid).then_some(pid)
     }
 
+    /// Removes a postmaster.pid whose process is gone. PostgreSQL clears a stale one itself,
+    /// unless its pid is a zombie not yet reaped (kill(pid, 0) still succeeds): then it
+    /// refuses to start with "lock file already exists".
+    pub fn remove_stale_pidfile(&self) {
+        let path = self.data.join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let pid: Option<i32> = text.lines().next().and_then(|l| l.trim().parse().ok());
+        if pid.is_some_and(|p| !signals::alive(p.abs())) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.pid().is_some()
     }
@@ -104,7 +118,7 @@ impl<'a> Server<'a> {
     /// Starts the server and waits until it accepts connections (or, for a standby, has
     /// reached a consistent state). A failed start carries the end of the server log.
     pub async fn start(&self) -> Result<()> {
-        self.remove_pid_file_of_dead_postmaster();
+        self.remove_stale_pidfile();
         let mut cmd = self.runner.command(self.pg.program("pg_ctl"));
         cmd.arg("-D")
             .arg(&self.data)
@@ -123,26 +137,6 @@ impl<'a> Server<'a> {
                 ),
             })?;
         Ok(())
-    }
-
-    /// After a crash the postmaster may linger as a zombie until init reaps it; PostgreSQL's
-    /// lock-file check (`kill(pid, 0)`) takes a zombie for a live postmaster and refuses to
-    /// start. A zombie is provably dead, so its pid file is stale.
-    fn remove_pid_file_of_dead_postmaster(&self) {
-        let path = self.data.join("postmaster.pid");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return;
-        };
-        if let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            if signals::is_zombie(pid) {
-                tracing::debug!(pid, "removing the pid file of a dead (zombie) postmaster");
-                let _ = std::fs::remove_file(&path);
-            }
-        }
     }
 
     pub async fn stop(&self, mode: StopMode) -> Result<()> {
@@ -171,6 +165,7 @@ impl<'a> Server<'a> {
         signals::crash(pid);
         for _ in 0..500 {
             if !signals::alive(pid) {
+                self.remove_stale_pidfile();
                 return Ok(true);
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -1,6 +1,7 @@
 //! The cluster file (`pgrepl.toml`): the topology the user intends. Roles are not stored here;
 //! who is primary *now* is always read from PostgreSQL.
 
+mod moves;
 mod validate;
 
 use std::net::IpAddr;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use moves::default_slot;
 pub use validate::{validate_slot_name, validate_sync_names};
 
 pub const DEFAULT_FILE: &str = "pgrepl.toml";

@@ -19,7 +19,7 @@ pub fn validate_slot_name(slot: &str) -> Result<()> {
     Ok(())
 }
 
-fn suggest_slot(s: &str) -> String {
+pub(crate) fn suggest_slot(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {

@@ -1,0 +1,159 @@
+//! `pgrepl promote` (the lab's 11_promote_standby.sh), guarded against the split brain the
+//! lab walked into: a promotion does not stop the old primary.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result, ResultExt};
+use crate::observe::topology::{self, Probe};
+use crate::ops::{sync, wait, Outcome};
+use crate::postgres::queries;
+use crate::postgres::server::StopMode;
+use crate::progress::Progress;
+
+/// How long a promotion may take before we call it failed.
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Promoted {
+    pub node: String,
+    pub timeline: u32,
+    pub took: Duration,
+}
+
+/// Promotes the standby behind `c` and returns once it accepts writes. pg_promote(wait =>
+/// true) checks only every 100 ms; asking pg_is_in_recovery() ourselves shortens the write
+/// gap of a switchover.
+pub async fn promote_now(c: &Client, node: &str) -> Result<Promoted> {
+    let started = Instant::now();
+    c.execute("SELECT pg_promote(wait => false)", &[])
+        .await
+        .what(|| format!("cannot promote {node}"))?;
+    wait::until(
+        &format!("{node} to finish its promotion"),
+        PROMOTE_TIMEOUT,
+        || async {
+            let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
+            (!row.get::<_, bool>(0)).then_some(())
+        },
+    )
+    .await?;
+    let took = started.elapsed();
+    let timeline = queries::position(c)
+        .await?
+        .timeline
+        .ok_or_else(|| Error::Precondition(format!("{node} does not report its timeline")))?;
+    Ok(Promoted {
+        node: node.to_string(),
+        timeline,
+        took,
+    })
+}
+
+/// Running nodes other than `except` that are, or may be, primaries: a node that runs but does
+/// not answer could be one.
+pub fn other_primaries<'a>(probes: &'a [Probe], except: &str) -> Vec<&'a Probe> {
+    probes
+        .iter()
+        .filter(|p| p.name != except && (p.is_primary() || (p.running && p.position.is_none())))
+        .collect()
+}
+
+/// Stops nodes cleanly (a fast shutdown sends their standbys everything they wrote).
+pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -> Result<()> {
+    for n in nodes {
+        progress.step(&format!("fencing {n} (fast shutdown)"));
+        cluster.server(n).stop(StopMode::Fast).await?;
+        progress.note(&format!("fenced {n}: stopped it (fast shutdown)"));
+    }
+    Ok(())
+}
+
+/// The ways out when a promotion would make a second primary.
+fn split_brain_refusal(node: &str, others: &[&Probe]) -> Error {
+    let names: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
+    let them = names.join(" and ");
+    Error::Precondition(format!(
+        "{them} {} still running as a primary: promoting {node} now makes two primaries that both accept writes (a split brain), and whatever is written to {them} from then on is lost when it is rejoined; for a planned change use `pgrepl switchover --to {node}` (no data lost), to stop {them} first use `pgrepl promote {node} --fence`, to make the split brain on purpose use `--force`",
+        if names.len() > 1 { "are" } else { "is" }
+    ))
+}
+
+/// `pgrepl promote NODE [--fence] [--force]`.
+pub async fn promote(
+    cluster: &mut Cluster,
+    node: &str,
+    fence_others: bool,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    cluster.node(node)?;
+    let probes = topology::probe_all(cluster).await;
+    let me = probes.iter().find(|p| p.name == node).expect("probed");
+    let others = other_primaries(&probes, node);
+    if me.is_primary() {
+        return Ok(Outcome::AlreadyDone(format!(
+            "{node} is already a primary (timeline {})",
+            me.timeline().unwrap_or(0)
+        )));
+    }
+    if !me.running {
+        return Err(Error::Precondition(format!(
+            "{node} is not running, so it cannot be promoted: start it first (`pgrepl start {node}`)"
+        )));
+    }
+    if !me.is_standby() {
+        return Err(Error::Precondition(format!(
+            "{node} does not answer ({}): only a running standby can be promoted",
+            me.error.as_deref().unwrap_or("no reply")
+        )));
+    }
+    if !others.is_empty() && !fence_others && !force {
+        return Err(split_brain_refusal(node, &others));
+    }
+    let old_primaries: Vec<String> = others.iter().map(|p| p.name.clone()).collect();
+    if fence_others {
+        let names: Vec<&str> = old_primaries.iter().map(String::as_str).collect();
+        fence(cluster, &names, progress).await?;
+    }
+
+    progress.step(&format!("promoting {node}"));
+    let c = cluster.connect(node).await?;
+    let p = promote_now(&c, node).await?;
+    let mut lines = vec![format!(
+        "{node} promoted: it is a primary on timeline {} (promotion took {:.3} s)",
+        p.timeline,
+        p.took.as_secs_f64()
+    )];
+    let old_root = cluster.spec.root().name.clone();
+    cluster.spec.set_primary(node)?;
+    cluster.save_spec()?;
+    if let Some(setting) = sync::apply_to_primary(cluster, node).await? {
+        lines.push(format!("{node}: synchronous_standby_names = '{setting}'"));
+    }
+    if !fence_others && !old_primaries.is_empty() {
+        lines.push(format!(
+            "WARNING: split brain: {} still accepts writes as a primary; rejoin it with `pgrepl rejoin {} --upstream {node}` (its writes since the promotion will be discarded)",
+            old_primaries.join(" and "),
+            old_primaries[0]
+        ));
+    } else if old_root != node {
+        lines.push(format!(
+            "next: rejoin the old primary with `pgrepl rejoin {old_root} --upstream {node}`"
+        ));
+    }
+    let siblings: Vec<&str> = probes
+        .iter()
+        .filter(|q| q.name != node && q.is_standby())
+        .map(|q| q.name.as_str())
+        .collect();
+    if !siblings.is_empty() {
+        lines.push(format!(
+            "{} still follow their old upstream: repoint them with `pgrepl standby follow NODE --upstream {node}` (or use `pgrepl failover`, which does all of this)",
+            siblings.join(", ")
+        ));
+    }
+    Ok(Outcome::Done(lines.join("\n")))
+}

@@ -1,0 +1,729 @@
+//! `pgrepl rejoin` (the lab's 12_failover.sh): a failed or demoted node becomes a standby of
+//! the new primary, by pg_rewind when it has diverged, by a fresh clone on request. It says
+//! what the rewind threw away: WAL the old timeline had past the fork point.
+//!
+//! A rejoin can be killed at any point and run again. pg_rewind (a child that outlives us)
+//! is the one step that cannot be repeated safely: a journal file says it was started, and a
+//! rerun either finds it finished (the control file says so), waits for it, or, when it was
+//! interrupted, re-clones (the old directory is kept).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result, ResultExt};
+use crate::observe::lineage::{self, History};
+use crate::observe::topology;
+use crate::ops::{config, follow, standby, wait, Outcome};
+use crate::postgres::server::StopMode;
+use crate::postgres::timeline::{self, Lineage};
+use crate::postgres::{queries, Lsn};
+use crate::progress::Progress;
+use crate::secrets::SUPERUSER;
+use crate::spec::NodeSpec;
+
+/// WAL of the old timeline that a rewind discards: what the node wrote after the fork point,
+/// which the new primary never received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discarded {
+    pub tli: u32,
+    pub fork: Lsn,
+    pub end: Lsn,
+    /// Commit records (transactions) among the discarded WAL, when pg_waldump could read it.
+    pub transactions: Option<u64>,
+    /// Heap inserts, updates and deletes among it.
+    pub row_changes: Option<u64>,
+}
+
+impl Discarded {
+    pub fn bytes(&self) -> u64 {
+        self.end.bytes_after(self.fork)
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "fork point {} on timeline {}; discarded {} bytes of WAL of timeline {} past it (up to {})",
+            self.fork,
+            self.tli,
+            self.bytes(),
+            self.tli,
+            self.end
+        );
+        if let (Some(t), Some(r)) = (self.transactions, self.row_changes) {
+            s += &format!(
+                ": {t} committed transactions, {r} row changes that never reached the new primary"
+            );
+        }
+        s
+    }
+}
+
+/// Marks a rewind in progress (kept next to the data, not in it: pg_rewind rewrites it).
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    upstream: String,
+    rewind_started: bool,
+}
+
+fn journal_path(cluster: &Cluster, node: &str) -> PathBuf {
+    cluster.dir.join(format!(".rejoin-{node}.json"))
+}
+
+fn read_journal(path: &Path) -> Option<Journal> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// `pgrepl rejoin NODE --upstream NODE [--slot SLOT] [--reclone]`.
+pub async fn rejoin(
+    cluster: &mut Cluster,
+    node: &str,
+    upstream: &str,
+    slot: Option<&str>,
+    reclone: bool,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    cluster.node(node)?;
+    cluster.node(upstream)?;
+    if node == upstream {
+        return Err(Error::Invalid(format!("{node} cannot rejoin itself")));
+    }
+    if let Some(s) = slot {
+        crate::spec::validate_slot_name(s)?;
+    }
+    let mut next = cluster.spec.clone();
+    next.set_upstream(node, upstream, slot)?;
+    let up = cluster.connect(upstream).await.map_err(|e| {
+        Error::Precondition(format!(
+            "cannot rejoin {node}: its new upstream {upstream} is not reachable ({e}); start it (`pgrepl start {upstream}`) or name another with --upstream"
+        ))
+    })?;
+    let history = History::read(&up, upstream).await?;
+    if queries::position(&up).await?.in_recovery {
+        progress.note(&format!(
+            "{upstream} is a standby: {node} will cascade from it"
+        ));
+    }
+    drop(up);
+
+    let journal = journal_path(cluster, node);
+    wait_for_leftovers(cluster, node, progress).await?;
+    let server = cluster.server(node);
+    if !server.exists() && !reclone {
+        return Err(Error::Precondition(format!(
+            "{node} has no data directory: re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`"
+        )));
+    }
+    let previous = cluster.swap_spec(next);
+    let result = rejoin_inner(cluster, node, &history, reclone, &journal, progress).await;
+    let outcome = cluster.settle_spec(previous, result)?;
+    let _ = std::fs::remove_file(&journal);
+    Ok(match outcome {
+        Outcome::Done(m) => Outcome::Done(format!(
+            "{m}\nrejoined in {:.2} s",
+            started.elapsed().as_secs_f64()
+        )),
+        o => o,
+    })
+}
+
+async fn rejoin_inner(
+    cluster: &Cluster,
+    node: &str,
+    history: &History,
+    reclone: bool,
+    journal: &Path,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let upstream = history.node.as_str();
+    let spec = cluster.node(node)?.clone();
+    let server = cluster.server(node);
+
+    if server.is_running() {
+        let c = cluster.connect(node).await?;
+        let pos = queries::position(&c).await?;
+        if pos.in_recovery && !reclone {
+            let end = lineage::running_end(&c).await?;
+            let diverged = end.and_then(|e| lineage::cannot_follow(node, history, e));
+            if diverged.is_none() {
+                // Not diverged: a repoint is all it takes (and "already" when it streams).
+                return match follow::repoint(cluster, node, progress).await? {
+                    Outcome::AlreadyDone(_) => Ok(Outcome::AlreadyDone(format!(
+                        "{node} is already a standby streaming from {upstream}: nothing to do"
+                    ))),
+                    Outcome::Done(m) => Ok(Outcome::Done(format!(
+                        "{m} (it had not diverged: no rewind needed)"
+                    ))),
+                };
+            }
+        }
+        drop(c);
+        progress.step(&format!("stopping {node} (fast shutdown)"));
+        server.stop(StopMode::Fast).await?;
+        progress.note(&format!("stopped {node} (fast shutdown)"));
+    }
+
+    if reclone {
+        return reclone_node(cluster, node, progress).await;
+    }
+
+    let control = server.controldata().await?;
+    if read_journal(journal).is_some_and(|j| j.rewind_started) {
+        // pg_rewind updates the control file last: "in archive recovery" means it finished.
+        if control.state == "in archive recovery" {
+            progress.note(&format!(
+                "an earlier rejoin of {node} finished its pg_rewind: completing it"
+            ));
+            return finish(cluster, &spec, None, None, progress).await;
+        }
+        if rewind_log(cluster, node).is_some_and(|t| started_copying(&t)) {
+            progress.note(&format!(
+                "an earlier rejoin of {node} was interrupted while pg_rewind copied files, so its data directory cannot be trusted: re-cloning it instead"
+            ));
+            return reclone_node(cluster, node, progress).await;
+        }
+        progress.note(&format!(
+            "an earlier rejoin of {node} was interrupted before pg_rewind changed anything: running it again"
+        ));
+        let _ = std::fs::remove_file(journal);
+    }
+
+    let clean = control.cleanly_shut_down();
+    let probe = topology::probe(cluster, node).await;
+    let end = if clean {
+        lineage::stopped_end(&probe)
+    } else {
+        None
+    };
+    let tli = end
+        .map(|e| e.tli)
+        .or_else(|| newest_segment_timeline(&server.data))
+        .or(control.checkpoint_timeline)
+        .unwrap_or(1);
+    let fork = match timeline::lineage(
+        &history.entries,
+        history.tli,
+        tli,
+        end.map(|e| e.end).unwrap_or(Lsn(u64::MAX)),
+    ) {
+        Lineage::Ahead | Lineage::Unrelated => {
+            return Err(Error::Precondition(format!(
+                "pg_rewind cannot bring {node} back: its timeline {tli} is {} {upstream}'s history (timeline {}); re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`",
+                if tli > history.tli { "newer than" } else { "not in" },
+                history.tli
+            )))
+        }
+        Lineage::Follows { .. } if clean => {
+            // Its WAL stops at or before the fork point: it can stream as it is.
+            return finish(
+                cluster,
+                &spec,
+                None,
+                Some("it had not diverged: no rewind needed"),
+                progress,
+            )
+            .await;
+        }
+        Lineage::Follows { fork } => fork,
+        Lineage::Diverged { fork, .. } => Some(fork),
+    };
+
+    // What the rewind will throw away, read before crash recovery adds its own checkpoint.
+    let discarded = match fork {
+        Some(fork) => Some(discarded_wal(cluster, &server.data, tli, fork).await),
+        None => None,
+    };
+    if !clean {
+        // A crash that left no WAL past the fork point (or a standby on the upstream's
+        // timeline) needs no rewind: started as a standby, it replays its own WAL first
+        // (crash recovery) and then follows the new timeline.
+        let nothing_past = match &discarded {
+            None => true,
+            Some(d) => d.transactions.is_some() && d.end == d.fork,
+        };
+        if nothing_past {
+            let what = discarded.map(|d| d.describe());
+            return finish(
+                cluster,
+                &spec,
+                what,
+                Some("crashed, but it wrote nothing past the fork point: no rewind needed"),
+                progress,
+            )
+            .await;
+        }
+        crash_recovery(cluster, node, progress).await?;
+    }
+
+    // The new primary's own checkpoint after its promotion must be done, or the rewound node
+    // may refuse to start ("requested timeline does not contain minimum recovery point").
+    progress.step(&format!("checkpoint on {upstream}"));
+    cluster
+        .connect(upstream)
+        .await?
+        .batch_execute("CHECKPOINT")
+        .await
+        .what(|| format!("cannot checkpoint {upstream}"))?;
+
+    let report = rewind(cluster, node, upstream, journal, progress).await?;
+    let mut what = vec![report.summary()];
+    if let Some(mut d) = discarded {
+        if let Some(f) = report.diverged_at {
+            d.fork = f;
+        }
+        what.push(d.describe());
+    }
+    finish(cluster, &spec, Some(what.join("; ")), None, progress).await
+}
+
+/// The node's settings from the spec, its slot on the upstream, a start, and streaming.
+async fn finish(
+    cluster: &Cluster,
+    spec: &NodeSpec,
+    rewound: Option<String>,
+    note: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let node = spec.name.as_str();
+    let upstream = spec.upstream.as_deref().expect("set_upstream gave it one");
+    let slot = spec.slot_or_default();
+    let server = cluster.server(node);
+    // pg_rewind copied the upstream's settings (its port, its primary_conninfo): ours replace
+    // them, and a copied postmaster.opts would mislead pg_ctl.
+    config::write_node_files(cluster, spec, &server.data)?;
+    let _ = std::fs::remove_file(server.data.join("postmaster.opts"));
+    let up = cluster.connect(upstream).await?;
+    queries::ensure_slot(&up, &slot).await?;
+    progress.step(&format!("starting {node} as a standby of {upstream}"));
+    server.remove_stale_pidfile();
+    server.start().await?;
+    standby::wait_streaming_from(
+        cluster,
+        node,
+        Some(cluster.node(upstream)?),
+        standby::STREAM_TIMEOUT,
+    )
+    .await?;
+    tidy_slots(cluster, node).await;
+    let mut msg =
+        format!("{node} rejoined as a standby of {upstream}, streaming through slot {slot}");
+    if let Some(r) = rewound {
+        msg += &format!("\n{r}");
+    }
+    if let Some(n) = note {
+        msg += &format!(" ({n})");
+    }
+    Ok(Outcome::Done(msg))
+}
+
+/// Slots on the rejoined node: the ones its spec downstreams stream through are created (a
+/// cascade works at once); others left from its time as a primary are dropped, since they
+/// would hold WAL on it forever.
+async fn tidy_slots(cluster: &Cluster, node: &str) {
+    let Ok(c) = cluster.connect(node).await else {
+        return;
+    };
+    let wanted: Vec<String> = cluster
+        .spec
+        .downstream_of(node)
+        .map(|n| n.slot_or_default())
+        .collect();
+    for s in &wanted {
+        if let Err(e) = queries::ensure_slot(&c, s).await {
+            tracing::debug!(node, slot = s, error = %e, "could not create a cascade slot");
+        }
+    }
+    let ours: Vec<String> = cluster
+        .spec
+        .nodes
+        .iter()
+        .filter_map(|n| n.slot.clone())
+        .filter(|s| !wanted.contains(s))
+        .collect();
+    for s in ours {
+        follow::drop_stale_slot(cluster, node, &s).await;
+    }
+}
+
+/// What pg_rewind said.
+#[derive(Debug, Default)]
+struct RewindReport {
+    no_rewind_required: bool,
+    diverged_at: Option<Lsn>,
+    to_copy: Option<String>,
+    took: Duration,
+}
+
+impl RewindReport {
+    fn parse(text: &str) -> Self {
+        let mut r = RewindReport {
+            no_rewind_required: text.contains("no rewind required"),
+            ..Default::default()
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.split("servers diverged at WAL location ").nth(1) {
+                r.diverged_at = rest.split_whitespace().next().and_then(|l| l.parse().ok());
+            }
+            if let Some(rest) = line.split("need to copy ").nth(1) {
+                r.to_copy = rest.split(" (").next().map(str::to_string);
+            }
+        }
+        r
+    }
+
+    fn summary(&self) -> String {
+        if self.no_rewind_required {
+            return format!(
+                "pg_rewind: no rewind required ({:.2} s)",
+                self.took.as_secs_f64()
+            );
+        }
+        format!(
+            "pg_rewind copied {} in {:.2} s",
+            self.to_copy.as_deref().unwrap_or("?"),
+            self.took.as_secs_f64()
+        )
+    }
+}
+
+/// Runs pg_rewind against the upstream as the superuser (it reads files with
+/// pg_read_binary_file), the password through the passfile.
+async fn rewind(
+    cluster: &Cluster,
+    node: &str,
+    upstream: &str,
+    journal: &Path,
+    progress: &dyn Progress,
+) -> Result<RewindReport> {
+    let conninfo = format!(
+        "{} dbname=postgres",
+        cluster.conninfo(cluster.node(upstream)?, SUPERUSER, "pgrepl_rewind")
+    );
+    let mut cmd = cluster.runner.command(cluster.pg.program("pg_rewind"));
+    cmd.arg("-D")
+        .arg(cluster.data_dir(node))
+        .arg(format!("--source-server={conninfo}"))
+        .arg("--progress");
+    // A log from an earlier rejoin must not speak for this one.
+    let _ = std::fs::remove_file(rewind_log_path(cluster, node));
+    cluster.write_file(
+        journal,
+        &serde_json::to_string(&Journal {
+            upstream: upstream.to_string(),
+            rewind_started: true,
+        })
+        .expect("serializable"),
+    )?;
+    progress.step(&format!("pg_rewind {node} from {upstream}"));
+    let started = Instant::now();
+    let (status, text) = run_detached(cluster, node, "pg_rewind", &mut cmd).await?;
+    if !status.success() {
+        let copying = started_copying(&text);
+        if !copying {
+            let _ = std::fs::remove_file(journal);
+        }
+        let last = text
+            .lines()
+            .rfind(|l| l.contains("pg_rewind:"))
+            .unwrap_or(text.trim());
+        return Err(Error::Command {
+            what: format!("pg_rewind of {node} from {upstream}"),
+            detail: format!(
+                "{last}; {}",
+                if copying {
+                    format!("it had started copying, so {node}'s data directory cannot be trusted: run `pgrepl rejoin {node} --upstream {upstream} --reclone` (the old directory is kept)")
+                } else {
+                    format!("{node} is unchanged; `pgrepl rejoin {node} --upstream {upstream} --reclone` takes a fresh copy instead")
+                }
+            ),
+        });
+    }
+    let mut r = RewindReport::parse(&text);
+    r.took = started.elapsed();
+    Ok(r)
+}
+
+fn rewind_log_path(cluster: &Cluster, node: &str) -> PathBuf {
+    cluster
+        .dir
+        .join("log")
+        .join(format!("{node}.rejoin-pg_rewind.log"))
+}
+
+fn rewind_log(cluster: &Cluster, node: &str) -> Option<String> {
+    std::fs::read_to_string(rewind_log_path(cluster, node)).ok()
+}
+
+/// Until it says how much it will copy, pg_rewind has only read: the target is untouched.
+fn started_copying(pg_rewind_output: &str) -> bool {
+    pg_rewind_output.contains("need to copy") || pg_rewind_output.contains("copied")
+}
+
+/// Runs a step that must be able to outlive us (a killed rejoin leaves it to finish): its
+/// output goes to a log file, not to a pipe whose closing would kill it with SIGPIPE.
+async fn run_detached(
+    cluster: &Cluster,
+    node: &str,
+    what: &str,
+    cmd: &mut tokio::process::Command,
+) -> Result<(std::process::ExitStatus, String)> {
+    let log = cluster
+        .dir
+        .join("log")
+        .join(format!("{node}.rejoin-{what}.log"));
+    let file = std::fs::File::create(&log).what(|| format!("cannot create {}", log.display()))?;
+    let err = file
+        .try_clone()
+        .what(|| format!("cannot open {}", log.display()))?;
+    tracing::debug!(?cmd, "running");
+    let status = cmd
+        .stdout(file)
+        .stderr(err)
+        .status()
+        .await
+        .what(|| format!("cannot run {what}"))?;
+    Ok((status, std::fs::read_to_string(&log).unwrap_or_default()))
+}
+
+/// Brings a crashed data directory to a clean shutdown without ever accepting connections:
+/// a single-user backend replays its WAL and writes a shutdown checkpoint (pg_rewind needs
+/// that). Single-user mode refuses standby.signal; the spec's files are written afterwards.
+async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<()> {
+    let data = cluster.data_dir(node);
+    cluster.server(node).remove_stale_pidfile();
+    for signal in ["standby.signal", "recovery.signal"] {
+        let p = data.join(signal);
+        if p.exists() {
+            std::fs::remove_file(&p).what(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    progress.step(&format!("crash recovery of {node} (single-user mode)"));
+    let mut cmd = cluster.runner.command(cluster.pg.program("postgres"));
+    cmd.args(["--single", "-F", "-c", "exit_on_error=false", "-D"])
+        .arg(&data)
+        .arg("template1");
+    let (status, text) = run_detached(cluster, node, "crash-recovery", &mut cmd).await?;
+    if !status.success() {
+        return Err(Error::Command {
+            what: format!("crash recovery of {node}"),
+            detail: format!("{} ({status})", text.trim()),
+        });
+    }
+    progress.note(&format!(
+        "{node} had crashed: ran it through crash recovery (single-user mode, no connections)"
+    ));
+    Ok(())
+}
+
+/// Reads the old timeline's WAL past the fork point with pg_waldump: how much there is and
+/// how many transactions and row changes it holds. Best effort: on failure only the bytes
+/// (from the control file) are known.
+async fn discarded_wal(cluster: &Cluster, data: &Path, tli: u32, fork: Lsn) -> Discarded {
+    let mut d = Discarded {
+        tli,
+        fork,
+        end: fork,
+        ..Default::default()
+    };
+    let mut cmd = cluster.runner.command(cluster.pg.program("pg_waldump"));
+    cmd.arg("-p")
+        .arg(data.join("pg_wal"))
+        .args(["-t", &tli.to_string(), "-s", &fork.to_string()]);
+    // pg_waldump exits non-zero at the end of the WAL it can read, which is always here.
+    let Ok(out) = cmd.output().await else {
+        return d;
+    };
+    let w = WaldumpSummary::parse(&String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if w.records == 0 && !err.contains("could not find a valid record") {
+        tracing::debug!(%err, "pg_waldump could not read the discarded WAL");
+        return d;
+    }
+    d.end = w.end.unwrap_or(fork).max(fork);
+    d.transactions = Some(w.commits);
+    d.row_changes = Some(w.row_changes);
+    d
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct WaldumpSummary {
+    records: u64,
+    commits: u64,
+    row_changes: u64,
+    end: Option<Lsn>,
+}
+
+impl WaldumpSummary {
+    /// Lines look like `rmgr: Heap len (rec/tot): 59/59, tx: 755, lsn: 0/05020B18, prev
+    /// 0/05020AE0, desc: INSERT off: 2, flags: 0x08, ...`.
+    fn parse(text: &str) -> Self {
+        let mut s = WaldumpSummary::default();
+        for line in text.lines().filter(|l| l.starts_with("rmgr:")) {
+            s.records += 1;
+            let rmgr = line[5..].split_whitespace().next().unwrap_or("");
+            let desc = line.split("desc: ").nth(1).unwrap_or("");
+            let op = desc.split_whitespace().next().unwrap_or("");
+            if rmgr == "Transaction" && op.starts_with("COMMIT") {
+                s.commits += 1;
+            }
+            if (rmgr == "Heap" || rmgr == "Heap2")
+                && matches!(
+                    op,
+                    "INSERT"
+                        | "INSERT+INIT"
+                        | "UPDATE"
+                        | "UPDATE+INIT"
+                        | "HOT_UPDATE"
+                        | "HOT_UPDATE+INIT"
+                        | "DELETE"
+                )
+            {
+                s.row_changes += 1;
+            } else if rmgr == "Heap2" && op.starts_with("MULTI_INSERT") {
+                s.row_changes += desc
+                    .split("ntuples: ")
+                    .nth(1)
+                    .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+            }
+            let lsn = line
+                .split("lsn: ")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .and_then(|l| l.trim().parse::<Lsn>().ok());
+            let tot = line
+                .split("len (rec/tot): ")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .and_then(|r| r.split('/').nth(1))
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            if let (Some(l), Some(t)) = (lsn, tot) {
+                // Records start on 8-byte boundaries: the next one (the end) too.
+                s.end = Some(Lsn((l.0 + t + 7) & !7));
+            }
+        }
+        s
+    }
+}
+
+/// The newest timeline among the segment files in a stopped node's pg_wal.
+fn newest_segment_timeline(data: &Path) -> Option<u32> {
+    std::fs::read_dir(data.join("pg_wal"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| timeline::segment_timeline(e.file_name().to_str()?))
+        .max()
+}
+
+/// Processes a killed rejoin left behind on this data directory (pg_rewind, or a single-user
+/// crash recovery): they finish on their own; wait for them rather than race them.
+async fn wait_for_leftovers(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<()> {
+    let data = cluster.data_dir(node);
+    let data = data.to_string_lossy().to_string();
+    let busy = || leftover_processes(&data);
+    if busy().is_empty() {
+        return Ok(());
+    }
+    progress.note(&format!(
+        "waiting for processes an interrupted rejoin of {node} left running: {:?}",
+        busy()
+    ));
+    wait::until(
+        &format!("processes left on {node}'s data directory to finish"),
+        Duration::from_secs(600),
+        || async { busy().is_empty().then_some(()) },
+    )
+    .await
+}
+
+fn leftover_processes(data: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
+            let ours = args.iter().any(|a| a == data);
+            let program = args.first().map(String::as_str).unwrap_or("");
+            ours && (program.ends_with("pg_rewind") || args.iter().any(|a| a == "--single"))
+        })
+        .collect()
+}
+
+/// Moves the data directory aside (kept, never deleted) and takes a fresh clone.
+async fn reclone_node(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
+    let server = cluster.server(node);
+    let mut kept = None;
+    if server.exists() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = cluster.dir.join(format!("{node}.before-rejoin-{stamp}"));
+        std::fs::rename(&server.data, &aside).what(|| {
+            format!(
+                "cannot move {} aside to {}",
+                server.data.display(),
+                aside.display()
+            )
+        })?;
+        progress.note(&format!(
+            "moved {node}'s old data directory aside: {} (kept)",
+            aside.display()
+        ));
+        kept = Some(aside);
+    }
+    let outcome = standby::clone(cluster, node, progress).await?;
+    tidy_slots(cluster, node).await;
+    Ok(Outcome::Done(format!(
+        "{}{}",
+        outcome.message(),
+        kept.map(|k| format!("\nthe old data directory is kept in {}", k.display()))
+            .unwrap_or_default()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarizes_pg_waldump_output() {
+        let text = "\
+rmgr: Heap        len (rec/tot):     59/    59, tx:        755, lsn: 0/05020B18, prev 0/05020AE0, desc: INSERT off: 2, flags: 0x08, blkref #0: rel 1663/5/16384 blk 0
+rmgr: Transaction len (rec/tot):     34/    34, tx:        755, lsn: 0/05020B58, prev 0/05020B18, desc: COMMIT 2026-11-26 12:56:08.1 UTC
+rmgr: Heap2       len (rec/tot):    100/   100, tx:        756, lsn: 0/05020B80, prev 0/05020B58, desc: MULTI_INSERT+INIT ntuples: 3, flags: 0x02
+rmgr: Heap        len (rec/tot):     72/    72, tx:        756, lsn: 0/05020BE8, prev 0/05020B80, desc: HOT_UPDATE old_xmax: 756, old_off: 1
+rmgr: Transaction len (rec/tot):     34/    34, tx:        756, lsn: 0/05020C30, prev 0/05020BE8, desc: COMMIT 2026-11-26 12:56:09.1 UTC
+rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 0/05020C58, prev 0/05020C30, desc: CHECKPOINT_SHUTDOWN redo 0/5020C58
+";
+        let s = WaldumpSummary::parse(text);
+        assert_eq!(s.records, 6);
+        assert_eq!(s.commits, 2);
+        assert_eq!(s.row_changes, 1 + 3 + 1);
+        assert_eq!(s.end, Some(Lsn(0x05020C58 + 120)));
+    }
+
+    #[test]
+    fn reads_what_pg_rewind_said() {
+        let r = RewindReport::parse(
+            "pg_rewind: servers diverged at WAL location 0/5020B18 on timeline 1\n\
+             pg_rewind: need to copy 83 MB (total source directory size is 102 MB)\n\
+             pg_rewind: Done!\n",
+        );
+        assert_eq!(r.diverged_at, Some(Lsn(0x5020B18)));
+        assert_eq!(r.to_copy.as_deref(), Some("83 MB"));
+        assert!(!r.no_rewind_required);
+        assert!(RewindReport::parse("pg_rewind: no rewind required\n").no_rewind_required);
+    }
+}
