@@ -26,6 +26,7 @@ pub struct Options {
     pub os_user: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub spec_path: PathBuf,
@@ -67,6 +68,15 @@ impl Cluster {
             pg,
             runner,
         })
+    }
+
+    /// A copy with the spec read again from its file: for an operation that changes (and
+    /// saves) the topology while a caller such as a drill holds the cluster, so that two
+    /// operations in a row never save each other's stale view.
+    pub fn reloaded(&self) -> Result<Cluster> {
+        let mut c = self.clone();
+        c.spec = ClusterSpec::load(&self.spec_path)?;
+        Ok(c)
     }
 
     pub fn name(&self) -> &str {

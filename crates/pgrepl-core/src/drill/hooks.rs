@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::progress::Progress;
 
 /// Planned switchover to the standby `to`; returns once `to` is the primary and the old
@@ -41,14 +42,51 @@ pub struct Operations {
     pub sync_disable: Option<SyncDisableFn>,
 }
 
-/// What this build of pgrepl provides. The failover lifecycle and sync enable/disable are
-/// wired here once they are merged.
+/// What this build of pgrepl provides. Each operation runs on a reloaded copy of the
+/// cluster: it saves the topology it changes to the cluster file.
 pub const AVAILABLE: Operations = Operations {
-    switchover: None,
-    failover: None,
-    rejoin: None,
-    sync_enable: None,
-    sync_disable: None,
+    switchover: Some(|c, to, p| {
+        Box::pin(async move {
+            ops::switchover::switchover(&mut c.reloaded()?, to, p)
+                .await
+                .map(drop)
+        })
+    }),
+    failover: Some(|c, to, p| {
+        Box::pin(async move {
+            ops::failover::failover(&mut c.reloaded()?, to, p)
+                .await
+                .map(drop)
+        })
+    }),
+    rejoin: Some(|c, node, upstream, p| {
+        Box::pin(async move {
+            ops::rejoin::rejoin(&mut c.reloaded()?, node, upstream, None, false, p)
+                .await
+                .map(drop)
+        })
+    }),
+    sync_enable: Some(|c, names, p| {
+        Box::pin(async move {
+            let (method, num, standbys) =
+                crate::spec::parse_standby_names(names).ok_or_else(|| {
+                    Error::Invalid(format!("invalid synchronous_standby_names '{names}'"))
+                })?;
+            let req = ops::sync::EnableRequest {
+                standbys: Some(standbys),
+                method: Some(method),
+                num: Some(num),
+                commit: None,
+                allow_unknown: false,
+            };
+            ops::sync::enable(&mut c.reloaded()?, &req, p)
+                .await
+                .map(drop)
+        })
+    }),
+    sync_disable: Some(|c, p| {
+        Box::pin(async move { ops::sync::disable(&mut c.reloaded()?, p).await.map(drop) })
+    }),
 };
 
 impl Operations {
