@@ -406,6 +406,10 @@ async fn rewind(
         .arg(cluster.data_dir(node))
         .arg(format!("--source-server={conninfo}"))
         .arg("--progress");
+    if cluster.pg.major >= 17 {
+        // One syncfs() of the file system instead of an fsync() per file: as safe, faster.
+        cmd.arg("--sync-method=syncfs");
+    }
     // A log from an earlier rejoin must not speak for this one.
     let _ = std::fs::remove_file(rewind_log_path(cluster, node));
     cluster.write_file(
