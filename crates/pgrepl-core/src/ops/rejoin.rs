@@ -53,7 +53,13 @@ impl Discarded {
         );
         if let (Some(t), Some(r)) = (self.transactions, self.row_changes) {
             s += &format!(
-                ": {t} committed transactions, {r} row changes that never reached the new primary"
+                ": {t} committed {}, {r} row {} that never reached the new primary",
+                if t == 1 {
+                    "transaction"
+                } else {
+                    "transactions"
+                },
+                if r == 1 { "change" } else { "changes" }
             );
         }
         s
@@ -313,7 +319,7 @@ async fn finish(
         msg += &format!("\n{r}");
     }
     if let Some(n) = note {
-        msg += &format!(" ({n})");
+        msg += &format!("\n{n}");
     }
     Ok(Outcome::Done(msg))
 }
