@@ -107,7 +107,7 @@ pg_test!(lab_failover_kill_promote_rejoin, |pg: Pg| {
     let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
     assert!(out.contains("pg_rewind"), "{out}");
     assert!(out.contains("fork point"), "{out}");
-    assert!(out.contains("1 committed transactions"), "{out}");
+    assert!(out.contains("1 committed transaction,"), "{out}");
     assert_streams_from(&c, "pg0", "pg1", 2);
 
     // pg2 and pg3 received the lost row too: they have diverged as well.
@@ -453,4 +453,128 @@ fn rejoin_resumes_after_a_kill_is_idempotent_and_reclones() {
     );
     assert_streams_from(&c, "pg0", "pg1", 2);
     c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM r", "2");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The seconds in `... {label} X s` of a command's output.
+fn seconds_after(out: &str, label: &str) -> f64 {
+    let rest = out
+        .split(label)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no '{label}' in: {out}"));
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The issue's figures: switchover write gap seen by a reconnecting client (median of 5),
+/// promote alone, rejoin alone (crashed primary with diverged WAL, by pg_rewind), and pg_rewind
+/// against a re-clone at a 500 MB database. Run it on an optimized build:
+/// `cargo test --release --test failover bench -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: prints figures, takes a few minutes"]
+fn bench_failover_lifecycle() {
+    let c = TestCluster::up(Pg::V18);
+    c.sql("pg0", "CREATE TABLE w (id bigint PRIMARY KEY)");
+    let writer = Writer::start(&c);
+    let wait_for_writes = |n: usize| {
+        while writer.acked() < n {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for_writes(100);
+    let (mut client_gaps, mut windows) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let to = if i % 2 == 0 { "pg1" } else { "pg0" };
+        writer.take_max_gap();
+        let before = writer.acked();
+        let out = c.ok(&["switchover", "--to", to]);
+        wait_for_writes(before + 100);
+        client_gaps.push(writer.take_max_gap().as_secs_f64());
+        windows.push(seconds_after(&out, "writes were unavailable for"));
+    }
+    writer.finish();
+    // pg1 is the primary now; alternate pg1 and pg0 through crash, promote, rejoin.
+    let (mut promotes, mut rejoins) = (Vec::new(), Vec::new());
+    let mut primary = "pg1";
+    for _ in 0..3 {
+        let target = if primary == "pg1" { "pg0" } else { "pg1" };
+        detach(&c, target);
+        c.sql(primary, "INSERT INTO w VALUES (-1) ON CONFLICT DO NOTHING");
+        c.ok(&["kill", primary]);
+        reattach(&c, target);
+        let out = c.ok(&["promote", target]);
+        promotes.push(seconds_after(&out, "promotion took"));
+        let t = Instant::now();
+        let out = c.ok(&["rejoin", primary, "--upstream", target]);
+        rejoins.push(t.elapsed().as_secs_f64());
+        assert!(out.contains("pg_rewind copied"), "{out}");
+        c.sql(target, "DELETE FROM w WHERE id = -1");
+        primary = target;
+    }
+
+    // pg_rewind against a re-clone at a database of about 500 MB.
+    let pgbench = c.pg.bin().join("pgbench");
+    let n = c.node_status(primary)["port"].as_u64().unwrap();
+    let conninfo = format!(
+        "host=127.0.0.1 port={n} user=postgres dbname=postgres passfile={}",
+        c.path().join(".pgrepl/lab/pgpass").display()
+    );
+    let ok = std::process::Command::new(&pgbench)
+        .args(["-i", "-s", "34", "-q", &conninfo])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // A database that has been running has checkpointed since its last big change.
+    c.sql(primary, "CHECKPOINT");
+    let size = c.sql(primary, "SELECT pg_database_size('postgres') / 1048576");
+    let target = if primary == "pg1" { "pg0" } else { "pg1" };
+    let lsn = c.sql(primary, "SELECT pg_current_wal_lsn()");
+    c.wait_sql(
+        target,
+        &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"),
+        "t",
+    );
+    detach(&c, target);
+    c.sql(
+        primary,
+        "UPDATE pgbench_branches SET bbalance = bbalance + 1",
+    );
+    c.ok(&["kill", primary]);
+    reattach(&c, target);
+    c.ok(&["promote", target]);
+    let t = Instant::now();
+    c.ok(&["rejoin", primary, "--upstream", target]);
+    let rewind = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    c.ok(&["rejoin", primary, "--upstream", target, "--reclone"]);
+    let reclone = t.elapsed().as_secs_f64();
+
+    println!("\nfailover lifecycle on PostgreSQL 18 (this machine):");
+    println!(
+        "  switchover write gap seen by a reconnecting client: median {:.3} s of {client_gaps:.3?} (target < 0.3 s)",
+        median(client_gaps.clone())
+    );
+    println!(
+        "  switchover write-unavailability window (pgrepl's own measure): median {:.3} s",
+        median(windows)
+    );
+    println!(
+        "  promote alone: median {:.3} s of {promotes:.3?}",
+        median(promotes.clone())
+    );
+    println!(
+        "  rejoin alone (crashed primary, diverged, pg_rewind, to streaming): median {:.3} s of {rejoins:.3?} (target < 0.7 s)",
+        median(rejoins.clone())
+    );
+    println!(
+        "  {size} MB database: rejoin by pg_rewind {rewind:.2} s, by re-clone {reclone:.2} s: pg_rewind {:.1}x faster",
+        reclone / rewind
+    );
 }

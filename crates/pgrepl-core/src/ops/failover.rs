@@ -175,10 +175,8 @@ pub async fn failover(
     let mut lines = Vec::new();
     let old_running = probes.iter().any(|p| p.name == old && p.running);
     if old_running {
+        // The fence notes how it went: a fast shutdown sends the standbys all it wrote.
         promote::fence(cluster, &[old.as_str()], progress).await?;
-        lines.push(format!(
-            "fenced the old primary {old}: stopped it (fast shutdown; its standbys received all it wrote)"
-        ));
     } else {
         lines.push(format!("the old primary {old} is down"));
     }

@@ -61,12 +61,32 @@ pub fn other_primaries<'a>(probes: &'a [Probe], except: &str) -> Vec<&'a Probe> 
         .collect()
 }
 
-/// Stops nodes cleanly (a fast shutdown sends their standbys everything they wrote).
+/// How long a fenced node may take to shut down cleanly before it is killed.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops nodes cleanly (a fast shutdown sends their standbys everything they wrote); one that
+/// does not stop in time (frozen, hung) is killed, since it must not accept writes any more.
 pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -> Result<()> {
     for n in nodes {
         progress.step(&format!("fencing {n} (fast shutdown)"));
-        cluster.server(n).stop(StopMode::Fast).await?;
-        progress.note(&format!("fenced {n}: stopped it (fast shutdown)"));
+        let server = cluster.server(n);
+        match tokio::time::timeout(FENCE_TIMEOUT, server.stop(StopMode::Fast)).await {
+            Ok(Ok(())) => progress.note(&format!("fenced {n}: stopped it (fast shutdown)")),
+            Ok(Err(e)) if server.is_running() => {
+                server.crash().await?;
+                progress.note(&format!(
+                    "fenced {n}: a fast shutdown failed ({e}), so it was killed"
+                ));
+            }
+            Ok(Err(_)) => progress.note(&format!("fenced {n}: it had stopped")),
+            Err(_) => {
+                server.crash().await?;
+                progress.note(&format!(
+                    "fenced {n}: it did not shut down within {} s, so it was killed",
+                    FENCE_TIMEOUT.as_secs()
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -97,7 +97,9 @@ impl<'a> Server<'a> {
     }
 
     /// initdb with the superuser password from `pwfile` and data checksums on (pg_rewind
-    /// needs checksums or wal_log_hints; 18 enables them by default, 15 does not).
+    /// needs checksums or wal_log_hints; 18 enables them by default, 15 does not). WAL
+    /// segments of 1 MB instead of 16: pg_rewind copies every segment file of the source,
+    /// and each promotion leaves a whole segment file per timeline behind.
     pub async fn initdb(&self, pwfile: &Path) -> Result<()> {
         let mut cmd = self.runner.command(self.pg.program("initdb"));
         cmd.arg("-D")
@@ -109,6 +111,7 @@ impl<'a> Server<'a> {
                 "--encoding=UTF8",
                 "--locale=C",
                 "--data-checksums",
+                "--wal-segsize=1",
             ])
             .arg(format!("--pwfile={}", pwfile.display()));
         self.runner.run("initdb", &mut cmd).await?;
