@@ -89,23 +89,25 @@ fn pg15_bin() -> &'static PathBuf {
     })
 }
 
-/// Ports for one cluster: a block of 10, spread by process id so that parallel test
-/// processes (nextest) rarely collide, and checked free.
+/// Ports for one cluster: a block of 10 below the kernel's ephemeral range (32768-60999),
+/// where a client socket could take a port between our check and the server's start;
+/// spread by process id so that parallel test processes (nextest) rarely collide, and
+/// checked free.
 pub fn free_base_port() -> u16 {
+    const FIRST: u16 = 16000;
+    const LAST: u16 = 32000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let _ = NEXT.compare_exchange(
         0,
-        20000 + (std::process::id() % 2000) as u16 * 10,
+        FIRST + (std::process::id() % 1500) as u16 * 10,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
     loop {
-        let base = NEXT.fetch_add(10, Ordering::SeqCst);
-        let base = if base > 60000 {
-            20000 + base % 40000
-        } else {
-            base
-        };
+        let mut base = NEXT.fetch_add(10, Ordering::SeqCst);
+        if base > LAST {
+            base = FIRST + base % (LAST - FIRST);
+        }
         if (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }

@@ -64,14 +64,16 @@ impl Spread {
     }
 }
 
-/// A first port of `count` consecutive free ones.
+/// A first port of `count` consecutive free ones, between 10000 and 15000: below the lab's
+/// default ports and the kernel's ephemeral range (32768-60999), where a client socket could
+/// take a node's port between this check and the server's start.
 pub fn free_ports(count: u16) -> u16 {
-    let mut base = 30000 + (std::process::id() % 1000) as u16 * 20;
+    let mut base = 10000 + (std::process::id() % 200) as u16 * 20;
     loop {
         if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
-        base = if base > 60000 { 30000 } else { base + count };
+        base = if base > 15000 { 10000 } else { base + count };
     }
 }
 

@@ -14,7 +14,9 @@ pub use moves::default_slot;
 pub use validate::{validate_slot_name, validate_sync_names};
 
 pub const DEFAULT_FILE: &str = "pgrepl.toml";
-pub const DEFAULT_BASE_PORT: u16 = 54320;
+/// Below Linux's ephemeral port range (32768-60999), where an outgoing connection could take a
+/// node's port while it is down.
+pub const DEFAULT_BASE_PORT: u16 = 15432;
 pub const DEFAULT_CLUSTER_NAME: &str = "lab";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
