@@ -88,7 +88,8 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
-    /// The event: switchover, failover, crash, freeze or sync-block.
+    /// The event: switchover, failover, crash, freeze or sync-block; or `matrix`, the
+    /// failover drill under async, FIRST 1 and ANY 1 (sync2, sync3) replication in one table.
     pub event: String,
     /// How many times to run it (the cluster is restored between runs).
     #[arg(long, default_value_t = 1)]

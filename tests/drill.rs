@@ -1,9 +1,48 @@
-//! Drills on a real cluster: the crash drill measures, loses nothing, converges, and draws.
+//! Drills on a real cluster: the crash drill measures, loses nothing, converges, and draws;
+//! switchover loses nothing, and the loss check catches a row deleted on purpose; failover
+//! under synchronous replication loses nothing; the matrix compares the replication modes.
+//! PostgreSQL 18 only: the drills exercise pgrepl's operations, which the failover and sync
+//! suites already cover on 15 too. Each run carries about a second and a half of load.
 
 mod common;
 
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use common::{Pg, TestCluster};
+use pgrepl_core::cluster::Options;
+use pgrepl_core::drill::{self, hooks::AVAILABLE, DrillOptions, Event, Operations};
+use pgrepl_core::progress::Silent;
+use pgrepl_core::{Cluster, Error};
 use serde_json::Value;
+
+/// Short drills: enough load for a lag baseline and to see writes resume.
+const SHORT: [&str; 4] = ["--before", "1s", "--after", "500ms"];
+
+fn drill_json(c: &TestCluster, args: &[&str]) -> Value {
+    let mut all = vec!["drill"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&SHORT);
+    all.push("--json");
+    serde_json::from_str(&c.ok(&all)).expect("drill --json is JSON")
+}
+
+/// A PNG's signature, and its size from the IHDR chunk (big-endian, after the chunk header).
+fn png_size(path: &Path) -> (u32, u32) {
+    let png = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        &png[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    assert_eq!(&png[12..16], b"IHDR", "{}", path.display());
+    (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    )
+}
 
 #[test]
 fn crash_drill_loses_no_acknowledged_write_and_reports() {
@@ -90,14 +129,7 @@ fn crash_drill_loses_no_acknowledged_write_and_reports() {
         "{}",
         &svg[..200.min(svg.len())]
     );
-    let png = std::fs::read(report.join("run-1.png")).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    // IHDR: width and height, big-endian, right after the chunk header.
-    let (w, h) = (
-        u32::from_be_bytes(png[16..20].try_into().unwrap()),
-        u32::from_be_bytes(png[20..24].try_into().unwrap()),
-    );
-    assert_eq!((w, h), (1280, 800));
+    assert_eq!(png_size(&report.join("run-1.png")), (1280, 800));
 
     // The cluster is back as it was: pg0 primary, every standby streaming from it.
     let s = c.status();
@@ -109,5 +141,166 @@ fn crash_drill_loses_no_acknowledged_write_and_reports() {
         .filter(|n| n["name"] != "pg0")
     {
         assert_eq!(n["upstream"], "pg0", "{n}");
+    }
+}
+
+/// The row the corrupting switchover deleted.
+static DELETED: Mutex<Option<(i32, i64)>> = Mutex::new(None);
+
+/// The real switchover, then the first acknowledged row deleted on the new primary: a loss
+/// the drill has to report, or its check proves nothing.
+const CORRUPTING: Operations = Operations {
+    switchover: Some(|c, to, p| {
+        Box::pin(async move {
+            (AVAILABLE.switchover.expect("switchover is available"))(c, to, p).await?;
+            let client = c.connect(to).await?;
+            let row = client
+                .query_one(
+                    "DELETE FROM pgrepl_drill WHERE (writer, seq) = \
+                     (SELECT writer, seq FROM pgrepl_drill ORDER BY writer, seq LIMIT 1) \
+                     RETURNING writer, seq",
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::Invalid(format!("the corrupting DELETE failed: {e}")))?;
+            *DELETED.lock().unwrap() = Some((row.get(0), row.get(1)));
+            Ok(())
+        })
+    }),
+    ..AVAILABLE
+};
+
+#[test]
+fn switchover_drill_loses_nothing_and_the_check_catches_a_deleted_row() {
+    let c = TestCluster::up(Pg::V18);
+
+    let j = drill_json(&c, &["switchover", "--runs", "1"]);
+    let run = &j["runs"][0];
+    assert_eq!(run["lost_acknowledged"], 0, "{run}");
+    assert_eq!(run["lost_ids"], serde_json::json!([]), "{run}");
+    assert_eq!(run["converged"], true, "{run}");
+    assert_eq!(run["primary_before"], "pg0");
+    assert_ne!(run["primary_after"], "pg0", "{run}");
+    assert!(run["acknowledged"].as_u64().unwrap() > 100, "{run}");
+    assert_eq!(run["convergence"]["nodes"].as_array().unwrap().len(), 4);
+
+    // The same drill through the library, with a switchover that deletes an acknowledged row.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt
+        .block_on(async {
+            let opts = Options {
+                config: c.config.clone(),
+                pg_bin: Some(c.pg.bin()),
+                os_user: Some("postgres".into()),
+            };
+            let cluster = Cluster::open(&opts, false, &Silent).await?;
+            let options = DrillOptions {
+                runs: 1,
+                before: Duration::from_secs(1),
+                after: Duration::from_millis(500),
+                ..DrillOptions::default()
+            };
+            drill::run(&cluster, Event::Switchover, &options, &CORRUPTING, &Silent).await
+        })
+        .expect("the corrupted drill still runs");
+    let deleted = DELETED.lock().unwrap().expect("the hook deleted a row");
+    let run = &report.runs[0];
+    assert_eq!(run.lost_acknowledged, 1, "{run:?}");
+    assert_eq!(run.lost_ids, vec![deleted]);
+    // It was acknowledged at the start of the run, long before the switchover.
+    assert!(run.lost_writes[0].acked_after_event_ms < -500.0, "{run:?}");
+    // The delete replicated: the nodes still agree with each other.
+    assert!(run.converged, "{run:?}");
+}
+
+#[test]
+fn failover_drill_under_first_1_sync_loses_nothing_over_3_runs() {
+    let c = TestCluster::up(Pg::V18);
+    c.ok(&["sync", "enable"]);
+
+    let j = drill_json(&c, &["failover", "--runs", "3"]);
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        // Every commit waited for a synchronous standby, and failover promoted one of them.
+        assert_eq!(run["lost_acknowledged"], 0, "{run}");
+        assert_eq!(run["converged"], true, "{run}");
+        let new = run["event"]["detail"]["new_primary"].as_str().unwrap();
+        assert!(["pg2", "pg3"].contains(&new), "promoted {new}: {run}");
+        assert_ne!(run["primary_after"], run["primary_before"], "{run}");
+        // Late acks are reported (a count, and when each came).
+        assert_eq!(
+            run["late_acks"].as_u64().unwrap() as usize,
+            run["late_acks_ms"].as_array().unwrap().len(),
+            "{run}"
+        );
+        assert!(run["recovery_ms"].as_f64().unwrap() > 0.0, "{run}");
+    }
+    assert_eq!(j["summary"]["lost_acknowledged"]["max"], 0.0);
+    // Each run switched back to the primary it crashed, so each failed the same node over.
+    assert!(runs.iter().all(|r| r["primary_before"] == "pg0"), "{j}");
+    assert_eq!(c.status()["primary"], "pg0");
+}
+
+#[test]
+fn drill_matrix_sync_modes_lose_nothing_and_the_setting_is_restored() {
+    let c = TestCluster::up(Pg::V18);
+    // A setting that is none of the matrix's modes, to see that it comes back.
+    c.ok(&["sync", "enable", "--num", "2"]);
+
+    // Bad input is refused before anything runs.
+    let e = c.fails(&["drill", "matrix", "--writers", "0"]);
+    assert!(e.contains("--writers must be at least 1"), "{e}");
+
+    let report = c.path().join("matrix");
+    let j = drill_json(
+        &c,
+        &[
+            "matrix",
+            "--runs",
+            "1",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let modes = j["modes"].as_array().unwrap();
+    let labels: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        ["async", "FIRST 1 (sync2, sync3)", "ANY 1 (sync2, sync3)"]
+    );
+    for m in modes {
+        let run = &m["runs"][0];
+        assert_eq!(run["converged"], true, "{}: {run}", m["mode"]);
+        // Async may lose a commit (that is the lesson); it must say which.
+        assert_eq!(
+            run["lost_acknowledged"].as_u64().unwrap() as usize,
+            run["lost_ids"].as_array().unwrap().len(),
+            "{run}"
+        );
+    }
+    for m in &modes[1..] {
+        assert_eq!(m["runs"][0]["lost_acknowledged"], 0, "{}", m["mode"]);
+    }
+
+    // Put back: the same primary, the original setting.
+    assert_eq!(j["primary"], "pg0");
+    assert_eq!(c.status()["primary"], "pg0");
+    let names = c.sql("pg0", "SHOW synchronous_standby_names");
+    assert!(names.starts_with("FIRST 2"), "{names}");
+
+    // The report: the matrix, and each mode's drill with its charts.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("matrix.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["modes"].as_array().unwrap().len(), 3);
+    for mode in ["async", "first-1", "any-1"] {
+        let r: Value = serde_json::from_str(
+            &std::fs::read_to_string(report.join(mode).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(r["runs"][0]["recovery_ms"].is_number(), "{mode}: {r}");
+        assert_eq!(png_size(&report.join(mode).join("run-1.png")), (1280, 800));
+        assert!(report.join(mode).join("run-1.svg").is_file());
     }
 }

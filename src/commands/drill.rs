@@ -1,5 +1,7 @@
 //! `pgrepl drill EVENT`: run it, print one line per run and the spread, or JSON.
+//! `pgrepl drill matrix`: the failover drill under each replication mode, one table.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -22,8 +24,15 @@ impl Progress for StepsOnly {
     fn note(&self, _msg: &str) {}
 }
 
+fn progress(json: bool) -> Box<dyn Progress> {
+    if json {
+        Box::new(StepsOnly(Spinner::new()))
+    } else {
+        Box::new(Spinner::new())
+    }
+}
+
 pub async fn run(opts: &Options, a: DrillArgs) -> Result<ExitCode> {
-    let event = Event::parse(&a.event, a.hold)?;
     let options = DrillOptions {
         runs: a.runs,
         writers: a.writers,
@@ -32,15 +41,15 @@ pub async fn run(opts: &Options, a: DrillArgs) -> Result<ExitCode> {
         after: a.after,
         ..DrillOptions::default()
     };
+    if a.event == drill::event::MATRIX {
+        return matrix(opts, &a, &options).await;
+    }
+    let event = Event::parse(&a.event, a.hold)?;
     // Bad input is refused before the cluster is even opened.
     options.validate()?;
     event.check(&drill::hooks::AVAILABLE)?;
     let (cluster, _lock) = super::open_locked(opts).await?;
-    let progress: Box<dyn Progress> = if a.json {
-        Box::new(StepsOnly(Spinner::new()))
-    } else {
-        Box::new(Spinner::new())
-    };
+    let progress = progress(a.json);
     let report = tokio::select! {
         r = drill::run(&cluster, event, &options, &drill::hooks::AVAILABLE, progress.as_ref()) => r?,
         // Dropping the drill thaws a frozen primary and stops the writers.
@@ -52,11 +61,7 @@ pub async fn run(opts: &Options, a: DrillArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        for f in &files {
-            eprintln!("wrote {}", f.display());
-        }
-        return Ok(ExitCode::SUCCESS);
+        return print_json(&report, &files);
     }
     println!(
         "{event} drill, {} writers at {}/s, over {} run(s):",
@@ -86,6 +91,7 @@ fn summary_table(s: &drill::Summary, runs: usize) -> Table {
     row("time to recover (ms)", s.recovery_ms, 0);
     row("lost acknowledged writes", s.lost_acknowledged, 0);
     row("failed writes", s.failed_writes, 0);
+    row("late acks (after the event)", s.late_acks, 0);
     row("max lag before the event (bytes)", s.max_lag_bytes, 0);
     let converged = s.converged.map(|c| (c.min, c.max));
     t.add_row(vec![
@@ -97,6 +103,111 @@ fn summary_table(s: &drill::Summary, runs: usize) -> Table {
         },
     ]);
     for c in 1..4 {
+        if let Some(col) = t.column_mut(c) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+async fn matrix(opts: &Options, a: &DrillArgs, options: &DrillOptions) -> Result<ExitCode> {
+    options.validate()?;
+    let (cluster, _lock) = super::open_locked(opts).await?;
+    let progress = progress(a.json);
+    let report = tokio::select! {
+        r = drill::matrix::run(&cluster, options, &drill::hooks::AVAILABLE, progress.as_ref()) => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!(
+            "interrupted: the matrix stopped without restoring the primary or the synchronous replication setting; check the cluster with `pgrepl status` and `pgrepl sync enable`/`disable`"
+        ),
+    };
+    drop(progress);
+    let files = match &a.report {
+        Some(dir) => drill::matrix::write_report(&report, dir)?,
+        None => Vec::new(),
+    };
+    if a.json {
+        return print_json(&report, &files);
+    }
+    println!(
+        "failover drill per replication mode, {} writers at {}/s, {} run(s) each (min / median / max):",
+        report.writers, report.rate, options.runs
+    );
+    println!("{}", matrix_table(&report));
+    for m in &report.modes {
+        for r in m.report.runs.iter().filter(|r| r.lost_acknowledged > 0) {
+            let ids: Vec<String> = r
+                .lost_writes
+                .iter()
+                .map(|l| {
+                    format!(
+                        "writer {} seq {} ({:+.1} ms)",
+                        l.writer, l.seq, l.acked_after_event_ms
+                    )
+                })
+                .collect();
+            println!(
+                "{} run {}: lost {} (acknowledged at, from the crash)",
+                m.mode,
+                r.run,
+                ids.join(", ")
+            );
+        }
+    }
+    println!(
+        "primary {} again; synchronous replication restored to {}",
+        report.primary,
+        report.restored_sync.as_deref().unwrap_or("off (async)")
+    );
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// stdout carries the JSON alone; the files written go to stderr.
+fn print_json(report: &impl serde::Serialize, files: &[PathBuf]) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    for f in files {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "min / median / max", or one figure when they are equal.
+fn spread(v: Option<Spread>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v.min == v.max => format!("{:.0}", v.min),
+        Some(v) => format!("{:.0} / {:.0} / {:.0}", v.min, v.median, v.max),
+    }
+}
+
+fn matrix_table(report: &drill::matrix::MatrixReport) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(vec![
+        "MODE",
+        "LOST ACKNOWLEDGED",
+        "TIME TO RECOVER (ms)",
+        "WRITE GAP (ms)",
+        "LATE ACKS",
+        "FAILED WRITES",
+        "CONVERGED",
+    ]);
+    for m in &report.modes {
+        let s = &m.report.summary;
+        let runs = m.report.runs.len();
+        let converged = m.report.runs.iter().filter(|r| r.converged).count();
+        t.add_row(vec![
+            m.mode.clone(),
+            spread(s.lost_acknowledged),
+            spread(s.recovery_ms),
+            spread(s.write_gap_ms),
+            spread(s.late_acks),
+            spread(s.failed_writes),
+            format!("{converged}/{runs}"),
+        ]);
+    }
+    for c in 1..7 {
         if let Some(col) = t.column_mut(c) {
             col.set_cell_alignment(CellAlignment::Right);
         }

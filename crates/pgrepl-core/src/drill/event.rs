@@ -35,6 +35,10 @@ pub enum Event {
 
 pub const NAMES: &[&str] = &["switchover", "failover", "crash", "freeze", "sync-block"];
 
+/// Not an event but a series of drills: the failover drill under each replication mode
+/// ([`crate::drill::matrix`]).
+pub const MATRIX: &str = "matrix";
+
 impl Event {
     /// An event by name; `hold` is how long a freeze or a sync block lasts.
     pub fn parse(name: &str, hold: Duration) -> Result<Event> {
@@ -46,7 +50,7 @@ impl Event {
             "sync-block" => Event::SyncBlock { duration: hold },
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown drill event '{other}': choose one of {}",
+                    "unknown drill event '{other}': choose one of {}, or '{MATRIX}' (the failover drill under async and synchronous replication)",
                     NAMES.join(", ")
                 )))
             }
@@ -67,7 +71,11 @@ impl Event {
     pub fn check(&self, ops: &Operations) -> Result<()> {
         match self {
             Event::Switchover => ops.switchover().map(drop),
-            Event::Failover => ops.failover().and(ops.rejoin()).map(drop),
+            Event::Failover => ops
+                .failover()
+                .and(ops.rejoin())
+                .and(ops.switchover())
+                .map(drop),
             Event::Crash | Event::Freeze { .. } | Event::SyncBlock { .. } => Ok(()),
         }
     }
@@ -205,8 +213,14 @@ impl Event {
                     ctx.primary
                 ));
                 at = ctx.now();
+                let t = Instant::now();
                 server.crash().await?;
+                // Backends that were still committing in the meantime may have acknowledged:
+                // the run reports them as late acks.
+                detail.insert("kill_ms".into(), ms(t.elapsed()));
+                let t = Instant::now();
                 failover(cluster, None, ctx.progress).await?;
+                detail.insert("failover_ms".into(), ms(t.elapsed()));
                 detail.insert(
                     "new_primary".into(),
                     topology::current_primary(cluster).await?.into(),
@@ -226,10 +240,21 @@ impl Event {
         match self {
             Event::Failover => {
                 let rejoin = ctx.ops.rejoin()?;
+                let switchover = ctx.ops.switchover()?;
                 let new = topology::current_primary(ctx.cluster).await?;
                 ctx.progress
                     .step(&format!("rejoining {} as a standby of {new}", ctx.primary));
-                rejoin(ctx.cluster, ctx.primary, &new, ctx.progress).await
+                rejoin(ctx.cluster, ctx.primary, &new, ctx.progress).await?;
+                // Back to the run's primary, so that every run fails the same node over under
+                // the same synchronous replication. Without it, under FIRST 1 (sync2, sync3)
+                // a second run would promote the other synchronous standby, whose only
+                // synchronous candidate left is the node just crashed: its writes would wait
+                // for a rejoin that comes only after the run.
+                ctx.progress.step(&format!(
+                    "switching over from {new} back to {}",
+                    ctx.primary
+                ));
+                switchover(ctx.cluster, ctx.primary, ctx.progress).await
             }
             // The old primary already follows the new one; crash, freeze and sync-block leave
             // the same primary, and the standbys reconnect by themselves.

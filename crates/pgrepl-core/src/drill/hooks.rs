@@ -12,6 +12,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::progress::Progress;
+use crate::spec::SyncSpec;
 
 /// Planned switchover to the standby `to`; returns once `to` is the primary and the old
 /// primary follows it.
@@ -27,10 +28,12 @@ pub type FailoverFn =
 pub type RejoinFn =
     for<'a> fn(&'a Cluster, &'a str, &'a str, &'a dyn Progress) -> BoxFuture<'a, Result<()>>;
 
-/// Synchronous replication on the current primary: `synchronous_standby_names` as given
-/// (`FIRST 1 (sync2, sync3)`), or off.
+/// Synchronous replication as the cluster's intent (the spec's `[sync]`, saved), applied to
+/// the current primary the way `up` and a failover apply it: a primary named in the list is
+/// left out of its own setting rather than refused, so that a drill can restore the original
+/// setting wherever the primary ended up.
 pub type SyncEnableFn =
-    for<'a> fn(&'a Cluster, &'a str, &'a dyn Progress) -> BoxFuture<'a, Result<()>>;
+    for<'a> fn(&'a Cluster, &'a SyncSpec, &'a dyn Progress) -> BoxFuture<'a, Result<()>>;
 pub type SyncDisableFn = for<'a> fn(&'a Cluster, &'a dyn Progress) -> BoxFuture<'a, Result<()>>;
 
 #[derive(Clone, Copy, Default)]
@@ -66,22 +69,14 @@ pub const AVAILABLE: Operations = Operations {
                 .map(drop)
         })
     }),
-    sync_enable: Some(|c, names, p| {
+    sync_enable: Some(|c, sync, p| {
         Box::pin(async move {
-            let (method, num, standbys) =
-                crate::spec::parse_standby_names(names).ok_or_else(|| {
-                    Error::Invalid(format!("invalid synchronous_standby_names '{names}'"))
-                })?;
-            let req = ops::sync::EnableRequest {
-                standbys: Some(standbys),
-                method: Some(method),
-                num: Some(num),
-                commit: None,
-                allow_unknown: false,
-            };
-            ops::sync::enable(&mut c.reloaded()?, &req, p)
-                .await
-                .map(drop)
+            // An empty request takes everything from the spec's [sync]: set it in memory,
+            // and save it only once it was applied.
+            let mut c = c.reloaded()?;
+            c.spec.sync = Some(sync.clone());
+            ops::sync::enable(&mut c, &ops::sync::EnableRequest::default(), p).await?;
+            c.save_spec()
         })
     }),
     sync_disable: Some(|c, p| {

@@ -66,16 +66,51 @@ pub fn outage(acks: &[Duration], event: Duration) -> Option<Outage> {
     })
 }
 
+/// An acknowledged commit the cluster lost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LostWrite {
+    pub writer: i32,
+    pub seq: i64,
+    /// When its acknowledgement came, from the event: negative before it, positive for a
+    /// backend that outlived the event for a moment (a late ack).
+    pub acked_after_event_ms: f64,
+}
+
 /// Acknowledged rows that are not present: the commits clients were told succeeded and that
 /// the cluster lost. Ordered by writer, then seq.
-pub fn missing(acks: &[Ack], present: &HashSet<(i32, i64)>) -> Vec<(i32, i64)> {
-    let mut lost: Vec<(i32, i64)> = acks
+pub fn missing(acks: &[Ack], present: &HashSet<(i32, i64)>, event: Duration) -> Vec<LostWrite> {
+    let mut lost: Vec<LostWrite> = acks
         .iter()
-        .map(|a| (a.writer, a.seq))
-        .filter(|id| !present.contains(id))
+        .filter(|a| !present.contains(&(a.writer, a.seq)))
+        .map(|a| LostWrite {
+            writer: a.writer,
+            seq: a.seq,
+            acked_after_event_ms: signed_ms(a.at, event),
+        })
         .collect();
-    lost.sort_unstable();
+    lost.sort_unstable_by_key(|l| (l.writer, l.seq));
     lost
+}
+
+/// How long after the event each late ack came (the commits acknowledged after the event but
+/// before the outage), in ms.
+/// `acks` ordered, as for [`outage`].
+pub fn late_acks_ms(acks: &[Duration], event: Duration, outage: &Outage) -> Vec<f64> {
+    let first = acks.partition_point(|&a| a < event);
+    acks[first..]
+        .iter()
+        .take(outage.late_acks)
+        .map(|&a| signed_ms(a, event))
+        .collect()
+}
+
+/// `t - from` in ms, negative when `t` is earlier.
+fn signed_ms(t: Duration, from: Duration) -> f64 {
+    if t >= from {
+        crate::drill::ms(t - from)
+    } else {
+        -crate::drill::ms(from - t)
+    }
 }
 
 /// The highest replication lag any standby had before the event, in bytes.
@@ -273,9 +308,22 @@ mod tests {
     fn missing_lists_acknowledged_rows_not_present() {
         let acks = [ack(1, 2, 10), ack(0, 1, 5), ack(0, 2, 20), ack(1, 1, 3)];
         let present: HashSet<(i32, i64)> = [(0, 1), (1, 1), (7, 7)].into_iter().collect();
-        assert_eq!(missing(&acks, &present), vec![(0, 2), (1, 2)]);
+        let lost = missing(&acks, &present, ms(15));
+        let ids: Vec<(i32, i64)> = lost.iter().map(|l| (l.writer, l.seq)).collect();
+        assert_eq!(ids, vec![(0, 2), (1, 2)]);
+        // (0, 2) was acknowledged 5 ms after the event, (1, 2) 5 ms before it.
+        assert_eq!(lost[0].acked_after_event_ms, 5.0);
+        assert_eq!(lost[1].acked_after_event_ms, -5.0);
         let all: HashSet<(i32, i64)> = acks.iter().map(|a| (a.writer, a.seq)).collect();
-        assert!(missing(&acks, &all).is_empty());
+        assert!(missing(&acks, &all, ms(15)).is_empty());
+    }
+
+    #[test]
+    fn late_acks_are_timed_from_the_event() {
+        let acks = [ms(100), ms(120), ms(127), ms(131), ms(728), ms(738)];
+        let o = outage(&acks, ms(125)).unwrap();
+        assert_eq!(o.late_acks, 2);
+        assert_eq!(late_acks_ms(&acks, ms(125), &o), vec![2.0, 6.0]);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Drills that measure: a real write workload runs, an event is injected, and what clients
 //! saw is reported: the write gap, the time to recover, acknowledged commits lost, failed
 //! writes, the replication lag before the event, and whether every node converged.
+//! [`matrix`] runs the failover drill under each replication mode.
 
 pub mod chart;
 pub mod event;
 pub mod hooks;
+pub mod matrix;
 pub mod measure;
 pub mod sampler;
 pub mod writer;
@@ -20,6 +22,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::topology;
 use crate::ops::{standby, wait};
+use crate::postgres::queries;
 use crate::progress::Progress;
 
 pub use event::Event;
@@ -91,12 +94,18 @@ pub struct RunResult {
     pub lost_acknowledged: usize,
     /// The (writer, seq) ids of those commits.
     pub lost_ids: Vec<(i32, i64)>,
+    /// The same commits with when they were acknowledged, relative to the event.
+    pub lost_writes: Vec<measure::LostWrite>,
     /// INSERTs sent that failed (their outcome on the server is unknown).
     pub failed_writes: usize,
     /// Connection attempts that found no read-write node.
     pub connect_errors: usize,
-    /// Commits acknowledged after the event but before the outage.
+    /// Commits acknowledged after the event but before the outage: backends that outlived
+    /// the event for a moment. Under asynchronous replication these are the likeliest to be
+    /// lost, since the standby may never have received them.
     pub late_acks: usize,
+    /// How long after the event each late ack came.
+    pub late_acks_ms: Vec<f64>,
     pub acknowledged: usize,
     /// Highest replication lag of any standby before the event.
     pub max_lag_bytes: Option<u64>,
@@ -125,6 +134,7 @@ pub struct Summary {
     pub recovery_ms: Option<Spread>,
     pub lost_acknowledged: Option<Spread>,
     pub failed_writes: Option<Spread>,
+    pub late_acks: Option<Spread>,
     pub max_lag_bytes: Option<Spread>,
     /// 1 for a converged run, 0 otherwise: min 1 means every run converged.
     pub converged: Option<Spread>,
@@ -151,6 +161,7 @@ impl Summary {
             recovery_ms: of(&|r| Some(r.recovery_ms)),
             lost_acknowledged: of(&|r| Some(r.lost_acknowledged as f64)),
             failed_writes: of(&|r| Some(r.failed_writes as f64)),
+            late_acks: of(&|r| Some(r.late_acks as f64)),
             max_lag_bytes: of(&|r| r.max_lag_bytes.map(|b| b as f64)),
             converged: of(&|r| Some(if r.converged { 1.0 } else { 0.0 })),
         }
@@ -197,13 +208,15 @@ pub fn result_line(event: &Event, r: &RunResult) -> String {
         })
         .collect::<String>();
     format!(
-        "run {}: {event} of {}: write gap {:.0} ms, recovered in {:.0} ms, {} lost acknowledged, {} failed writes, max lag before {}{}{}",
+        "run {}: {event} of {}: write gap {:.0} ms, recovered in {:.0} ms, {} lost acknowledged{}, {} failed writes{}, max lag before {}{}{}",
         r.run,
         r.primary_before,
         r.write_gap_ms,
         r.recovery_ms,
         r.lost_acknowledged,
+        lost_detail(&r.lost_writes),
         r.failed_writes,
+        late_detail(&r.late_acks_ms),
         r.max_lag_bytes
             .map(|b| format!("{b} B"))
             .unwrap_or_else(|| "-".into()),
@@ -214,6 +227,63 @@ pub fn result_line(event: &Event, r: &RunResult) -> String {
         },
         detail
     )
+}
+
+/// The lost commits by id, with when each was acknowledged: a loss acknowledged after the
+/// event is the late ack of a backend that outlived it.
+fn lost_detail(lost: &[measure::LostWrite]) -> String {
+    const SHOWN: usize = 10;
+    if lost.is_empty() {
+        return String::new();
+    }
+    let mut ids: Vec<String> = lost
+        .iter()
+        .take(SHOWN)
+        .map(|l| {
+            format!(
+                "writer {} seq {} acknowledged {:.1} ms {} the event",
+                l.writer,
+                l.seq,
+                l.acked_after_event_ms.abs(),
+                if l.acked_after_event_ms < 0.0 {
+                    "before"
+                } else {
+                    "after"
+                }
+            )
+        })
+        .collect();
+    if lost.len() > SHOWN {
+        ids.push(format!("and {} more", lost.len() - SHOWN));
+    }
+    format!(" ({})", ids.join("; "))
+}
+
+fn late_detail(late_ms: &[f64]) -> String {
+    if late_ms.is_empty() {
+        return String::new();
+    }
+    let at: Vec<String> = late_ms.iter().map(|m| format!("{m:.1}")).collect();
+    format!(
+        ", {} late ack(s) {} ms after the event",
+        late_ms.len(),
+        at.join(", ")
+    )
+}
+
+/// Why writes may not have resumed: commits on the primary waiting for synchronous standbys
+/// that do not stream from it.
+async fn sync_stall(cluster: &Cluster) -> Option<String> {
+    let primary = topology::current_primary(cluster).await.ok()?;
+    let c = cluster.connect(&primary).await.ok()?;
+    let (waiting, _) = queries::syncrep_waiters(&c).await.ok()?;
+    if waiting == 0 {
+        return None;
+    }
+    let names = queries::show(&c, "synchronous_standby_names").await.ok()?;
+    Some(format!(
+        ": {waiting} commit(s) on {primary} are waiting for synchronous replication (synchronous_standby_names = '{names}') and not enough of those standbys stream from it; they finish once one does (`pgrepl rejoin`, `pgrepl start`) or after `pgrepl sync disable`"
+    ))
 }
 
 /// The cluster as a run needs it: one primary, every node running, every standby streaming.
@@ -305,11 +375,12 @@ async fn one_run(
     let log = writer.stop().await;
     let lags = sampler.stop().await;
     let (injected, resumed) = outcome?;
-    resumed.map_err(|e| {
-        Error::Precondition(format!(
-            "{e}: the cluster did not recover by itself; look at `pgrepl status` and the logs"
-        ))
-    })?;
+    if let Err(e) = resumed {
+        return Err(Error::Precondition(format!(
+            "{e}: the cluster did not recover by itself{}; look at `pgrepl status` and the logs",
+            sync_stall(cluster).await.unwrap_or_default()
+        )));
+    }
 
     let ack_times: Vec<Duration> = log.acks.iter().map(|a| a.at).collect();
     let outage = measure::outage(&ack_times, injected.at)
@@ -318,15 +389,16 @@ async fn one_run(
     progress.step(&format!("run {i}/{}: checking for lost writes", opts.runs));
     let primary_after = topology::current_primary(cluster).await?;
     let present = measure::present_rows(cluster, &primary_after).await?;
-    let lost = measure::missing(&log.acks, &present);
+    let lost = measure::missing(&log.acks, &present, injected.at);
 
     event.restore(&ctx).await?;
     progress.step(&format!(
         "run {i}/{}: waiting for the standbys to catch up",
         opts.runs
     ));
-    ready(cluster).await?;
-    let convergence = measure::convergence(cluster, &primary_after).await?;
+    // The restore may have moved the primary back.
+    let restored = ready(cluster).await?;
+    let convergence = measure::convergence(cluster, &restored).await?;
 
     let trace = Trace {
         run: i,
@@ -344,10 +416,12 @@ async fn one_run(
         write_gap_ms: ms(outage.write_gap()),
         recovery_ms: ms(outage.recovery(injected.at)),
         lost_acknowledged: lost.len(),
-        lost_ids: lost,
+        lost_ids: lost.iter().map(|l| (l.writer, l.seq)).collect(),
+        lost_writes: lost,
         failed_writes: log.failed_writes(),
         connect_errors: log.errors.len() - log.failed_writes(),
         late_acks: outage.late_acks,
+        late_acks_ms: measure::late_acks_ms(&ack_times, injected.at, &outage),
         acknowledged: log.acks.len(),
         max_lag_bytes: measure::max_lag_before(&lags, injected.at),
         converged: convergence.converged,
