@@ -67,13 +67,20 @@ async fn measure(
     progress.step(&format!("initializing a lone primary {node}"));
     primary::init(cluster, &node, &Silent).await?;
     let c = cluster.connect(&node).await?;
-    c.batch_execute(&format!(
-        "ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf(); \
-         CREATE TABLE {PGBENCH_TABLE} (writer int NOT NULL, seq bigint NOT NULL, \
-         sent_at timestamptz NOT NULL, PRIMARY KEY (writer, seq))"
-    ))
-    .await
-    .what(|| format!("cannot prepare {node}"))?;
+    // One statement a call: a multi-statement batch is a transaction, which ALTER SYSTEM
+    // refuses.
+    for sql in [
+        "ALTER SYSTEM SET synchronous_commit = off".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+        format!(
+            "CREATE TABLE {PGBENCH_TABLE} (writer int NOT NULL, seq bigint NOT NULL, \
+             sent_at timestamptz NOT NULL, PRIMARY KEY (writer, seq))"
+        ),
+    ] {
+        c.batch_execute(&sql)
+            .await
+            .what(|| format!("cannot prepare {node}: {sql}"))?;
+    }
     // A reload is asynchronous: new sessions must see it before anything is timed.
     wait::until(
         "synchronous_commit = off to take effect",
