@@ -77,6 +77,13 @@ async fn measure(
         .await
         .what(|| format!("cannot read the database size on {a}"))?
         .get(0);
+    // pg_rewind reads the old primary's WAL back to the last checkpoint before the fork;
+    // without a checkpoint after the load that is the one before it, whose WAL the old
+    // primary's shutdown checkpoint recycles (the rewind then fails with "could not find
+    // previous WAL record"). A real primary checkpoints every checkpoint_timeout.
+    c.batch_execute("CHECKPOINT")
+        .await
+        .what(|| format!("cannot checkpoint {a}"))?;
     progress.step(&format!("waiting for {b} to replay the pgbench tables"));
     caught_up(cluster, &a, &b).await?;
 
