@@ -70,9 +70,9 @@ pub enum Command {
     /// Synchronous replication on the current primary.
     #[command(subcommand)]
     Sync(SyncCmd),
-    /// Benchmarks that print figures (with baselines measured in the same run).
-    #[command(subcommand)]
-    Bench(BenchCmd),
+    /// Benchmarks that print figures (with baselines measured in the same run); without a
+    /// subcommand, all of them in one report.
+    Bench(BenchArgs),
     /// Run a write workload, inject an event, and measure what clients saw: write gap,
     /// recovery time, lost acknowledged writes, convergence.
     Drill(DrillArgs),
@@ -324,6 +324,11 @@ pub enum SyncMethodArg {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
+    /// Every benchmark below in one report (fewer runs each; a few minutes).
+    All {
+        #[arg(long)]
+        json: bool,
+    },
     /// Time `up` of the 4-node lab against the bare steps it is made of.
     Up {
         #[arg(long, default_value_t = 5)]
@@ -334,6 +339,49 @@ pub enum BenchCmd {
     /// pgbench on the primary: asynchronous vs each synchronous_commit level with 1 and 2
     /// synchronous standbys.
     Sync(BenchSyncArgs),
+    /// Switchover write gap seen by a reconnecting client, promote alone, rejoin alone
+    /// (pg_rewind), optionally the failover drill, on a scratch lab.
+    Switchover {
+        /// Switchovers, and promote + rejoin cycles.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Failover drills (SIGKILL of the primary, then failover) to add; 0 for none.
+        #[arg(long, default_value_t = 0)]
+        failover_runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rejoin of a diverged old primary by pg_rewind against by re-clone, on a database of
+    /// `pgbench -i -s SCALE`.
+    Rejoin {
+        /// pgbench's scale factor (about 15 MB each: 35 makes over 500 MB).
+        #[arg(long, default_value_t = 35)]
+        scale: u32,
+        /// Rejoins of each kind.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The drill writer's acknowledged commits/s against a lone primary
+    /// (synchronous_commit=off), beside pgbench running the same INSERT.
+    Writer {
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub cmd: Option<BenchCmd>,
+    /// With no subcommand: print the whole report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -90,6 +90,12 @@ pub async fn bench(opts: &Options, a: BenchSyncArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_bench(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The commit levels table, each row against asynchronous replication.
+pub fn print_bench(report: &bench::BenchReport) {
     println!(
         "pgbench (TPC-B-like, scale {}, {} clients, {} s a run) on {}, PostgreSQL {}",
         report.scale, report.clients, report.duration_s, report.primary, report.postgres
@@ -125,5 +131,4 @@ pub async fn bench(opts: &Options, a: BenchSyncArgs) -> Result<ExitCode> {
         ]);
     }
     println!("{t}");
-    Ok(ExitCode::SUCCESS)
 }

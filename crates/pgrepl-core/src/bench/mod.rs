@@ -1,7 +1,11 @@
 //! Benchmarks that print figures: each measures pgrepl and, in the same run, a baseline made
 //! of the bare PostgreSQL steps, so that ratios compare like with like on this machine.
 
+pub mod all;
+pub mod rejoin;
+pub mod roles;
 pub mod up;
+pub mod writer;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,8 +14,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cluster::{Cluster, Options};
-use crate::error::{Result, ResultExt};
-use crate::progress::Progress;
+use crate::error::{Error, Result, ResultExt};
+use crate::progress::{Progress, Silent};
+use crate::secrets::SUPERUSER;
 use crate::spec::ClusterSpec;
 
 /// Min, median and max of a set of timings.
@@ -26,7 +31,12 @@ pub struct Stats {
 impl Stats {
     pub fn of(samples: &[Duration]) -> Stats {
         let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        let s = Spread::of(&ms).unwrap_or_default();
+        Stats::of_ms(&ms)
+    }
+
+    /// From figures already in milliseconds (a drill's).
+    pub fn of_ms(ms: &[f64]) -> Stats {
+        let s = Spread::of(ms).unwrap_or_default();
         Stats {
             min_ms: s.min,
             median_ms: s.median,
@@ -101,6 +111,37 @@ impl Scratch {
         Ok(Scratch { dir, cluster })
     }
 
+    /// A scratch lab with every node up and streaming.
+    pub async fn lab_up(opts: &Options, progress: &dyn Progress) -> Result<Scratch> {
+        let scratch = Scratch::lab(opts, progress).await?;
+        progress.step("bringing the scratch lab up");
+        match crate::ops::up::up(&scratch.cluster, &Silent).await {
+            Ok(_) => Ok(scratch),
+            Err(e) => {
+                scratch.teardown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` on a scratch lab (brought up first when `up`), then tears it down whatever
+    /// `f` returned.
+    pub async fn with<T>(
+        opts: &Options,
+        up: bool,
+        progress: &dyn Progress,
+        f: impl AsyncFnOnce(&mut Cluster) -> Result<T>,
+    ) -> Result<T> {
+        let mut scratch = if up {
+            Scratch::lab_up(opts, progress).await?
+        } else {
+            Scratch::lab(opts, progress).await?
+        };
+        let result = f(&mut scratch.cluster).await;
+        scratch.teardown().await;
+        result
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -113,5 +154,51 @@ impl Scratch {
                 let _ = s.stop(crate::postgres::server::StopMode::Immediate).await;
             }
         }
+    }
+}
+
+/// Runs pgbench against `node`'s database `dbname` as the OS user that runs PostgreSQL; the
+/// password comes from the passfile named in the conninfo, which pgbench takes in place of a
+/// database name. Returns its standard output.
+pub async fn pgbench(cluster: &Cluster, node: &str, dbname: &str, args: &[&str]) -> Result<String> {
+    let conninfo = format!(
+        "{} dbname={dbname}",
+        cluster.conninfo(cluster.node(node)?, SUPERUSER, "pgrepl_bench")
+    );
+    let mut cmd = cluster.runner.command(cluster.pg.program("pgbench"));
+    cmd.args(args).arg(conninfo);
+    let out = cluster.runner.run("pgbench", &mut cmd).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs pgbench (see [`pgbench`]) and returns its tps and average latency in ms.
+pub async fn pgbench_rate(
+    cluster: &Cluster,
+    node: &str,
+    dbname: &str,
+    args: &[&str],
+) -> Result<(f64, f64)> {
+    let out = pgbench(cluster, node, dbname, args).await?;
+    crate::ops::sync::bench::parse_pgbench(&out).ok_or_else(|| Error::Command {
+        what: "pgbench".into(),
+        detail: format!("no tps/latency in its output:\n{out}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_take_the_median_of_milliseconds() {
+        let s = Stats::of_ms(&[300.0, 100.0, 200.0]);
+        assert_eq!(
+            (s.min_ms, s.median_ms, s.max_ms, s.runs),
+            (100.0, 200.0, 300.0, 3)
+        );
+        // An even count: the mean of the middle two.
+        let d = Stats::of(&[Duration::from_millis(10), Duration::from_millis(30)]);
+        assert_eq!(d.median_ms, 20.0);
+        assert_eq!(Stats::of_ms(&[]).runs, 0);
     }
 }

@@ -10,7 +10,6 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::topology;
 use crate::progress::Progress;
-use crate::secrets::SUPERUSER;
 use crate::spec::{SyncMethod, SyncSpec};
 
 use super::{apply_to_primary, configure, DEFAULT_STANDBYS};
@@ -173,9 +172,10 @@ async fn run(
         c.batch_execute("CHECKPOINT")
             .await
             .what(|| format!("cannot checkpoint {primary}"))?;
-        let out = pgbench(
+        let (tps, latency_ms) = crate::bench::pgbench_rate(
             cluster,
             primary,
+            DATABASE,
             &[
                 "-n",
                 "-c",
@@ -187,10 +187,6 @@ async fn run(
             ],
         )
         .await?;
-        let (tps, latency_ms) = parse_pgbench(&out).ok_or_else(|| Error::Command {
-            what: "pgbench".into(),
-            detail: format!("no tps/latency in its output:\n{out}"),
-        })?;
         let (base_tps, base_lat) = rows
             .first()
             .map_or((tps, latency_ms), |r| (r.tps, r.latency_ms));
@@ -206,18 +202,8 @@ async fn run(
     Ok(rows)
 }
 
-/// Runs pgbench as the OS user that runs PostgreSQL; the password comes from the passfile
-/// named in the conninfo, which pgbench takes in place of a database name.
 async fn pgbench(cluster: &Cluster, primary: &str, args: &[&str]) -> Result<String> {
-    let node = cluster.node(primary)?;
-    let conninfo = format!(
-        "{} dbname={DATABASE}",
-        cluster.conninfo(node, SUPERUSER, "pgrepl_bench")
-    );
-    let mut cmd = cluster.runner.command(cluster.pg.program("pgbench"));
-    cmd.args(args).arg(conninfo);
-    let out = cluster.runner.run("pgbench", &mut cmd).await?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::bench::pgbench(cluster, primary, DATABASE, args).await
 }
 
 /// `tps = 812.3 (without initial connection time)` and `latency average = 4.92 ms`.
