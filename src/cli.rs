@@ -91,7 +91,8 @@ pub struct DrillArgs {
     /// The event: switchover, failover, crash, freeze or sync-block; or `matrix`, the
     /// failover drill under async, FIRST 1 and ANY 1 (sync2, sync3) replication in one table.
     pub event: String,
-    /// How many times to run it (the cluster is restored between runs).
+    /// How many times to run it (between runs the cluster is made ready again: one primary,
+    /// every node running, every standby streaming).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// Concurrent writing clients.

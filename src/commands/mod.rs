@@ -113,10 +113,20 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
             opts.config.display()
         );
     }
-    let spec = ClusterSpec::lab(&a.name, a.base_port)?;
-    for n in &spec.nodes {
-        ops::standby::check_port_free(n)?;
+    if a.force && opts.config.exists() {
+        if let Ok(old) = ClusterSpec::load(&opts.config) {
+            let dir = pgrepl_core::cluster::cluster_dir(&old, &opts.config);
+            if dir.exists() {
+                bail!(
+                    "cluster '{}' already has data in {}, whose nodes keep the ports and topology they were made with: remove it first with `pgrepl down --purge`, or write the new cluster file elsewhere with -c",
+                    old.cluster.name,
+                    dir.display()
+                );
+            }
+        }
     }
+    let spec = ClusterSpec::lab(&a.name, a.base_port)?;
+    lab_ports_free(&spec, "pgrepl init --base-port")?;
     spec.save(&opts.config)?;
     println!(
         "wrote {}: cluster '{}', pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
@@ -127,12 +137,31 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The lab's ports must be free before its file is written; the error suggests free ones.
+fn lab_ports_free(spec: &ClusterSpec, fix: &str) -> Result<()> {
+    for n in &spec.nodes {
+        if ops::standby::check_port_free(n).is_err() {
+            let first = spec.root().port;
+            let hint = ops::standby::free_base_port(n.host, first + 10, 4)
+                .map(|p| format!("`{fix} {p}` (ports {p}-{} are free)", p + 3))
+                .unwrap_or_else(|| format!("`{fix} P` with another port"));
+            bail!(
+                "port {} (for {}) is already in use by another program: choose other ports with {hint}",
+                n.port,
+                n.name
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn up(opts: &Options) -> Result<ExitCode> {
     if !opts.config.exists() {
         let spec = ClusterSpec::lab(
             pgrepl_core::spec::DEFAULT_CLUSTER_NAME,
             pgrepl_core::spec::DEFAULT_BASE_PORT,
         )?;
+        lab_ports_free(&spec, "pgrepl init --base-port")?;
         spec.save(&opts.config)?;
         println!(
             "no {} here: wrote the lab's default (4 nodes, ports {}-{}); edit it to change the cluster",

@@ -53,11 +53,7 @@ impl Cluster {
         let runner = Runner::new(opts.os_user.as_deref())?;
         let spec_path = absolute(&opts.config);
         let spec_dir = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let dir = match &spec.cluster.data_dir {
-            Some(d) if d.is_absolute() => d.clone(),
-            Some(d) => spec_dir.join(d),
-            None => spec_dir.join(".pgrepl").join(&spec.cluster.name),
-        };
+        let dir = cluster_dir(&spec, &spec_path);
         let wanted =
             Wanted::from_settings(opts.pg_bin.as_deref(), &spec.cluster.postgres, &spec_dir)?;
         let pg = binaries::resolve(&wanted, provision, &runner, progress).await?;
@@ -244,6 +240,18 @@ fn with_node(e: Error, node: &str) -> Error {
             source,
         },
         other => other,
+    }
+}
+
+/// Where a cluster's data lives: the spec's `data_dir` (relative to the spec file), else
+/// `.pgrepl/<name>` next to the spec.
+pub fn cluster_dir(spec: &ClusterSpec, spec_path: &Path) -> PathBuf {
+    let spec_path = absolute(spec_path);
+    let spec_dir = spec_path.parent().unwrap_or(Path::new("/"));
+    match &spec.cluster.data_dir {
+        Some(d) if d.is_absolute() => d.clone(),
+        Some(d) => spec_dir.join(d),
+        None => spec_dir.join(".pgrepl").join(&spec.cluster.name),
     }
 }
 

@@ -101,8 +101,9 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
     let mut warnings = Vec::new();
     if split_brain {
         warnings.push(format!(
-            "SPLIT BRAIN: {} are all accepting writes as primaries; clients may write to either and those writes will conflict. Keep {} and rejoin the others (`pgrepl rejoin NODE --upstream {}`): their diverging writes will be discarded.",
+            "SPLIT BRAIN: {} {} accepting writes as primaries; clients may write to either and those writes will conflict. Keep {} and rejoin the others (`pgrepl rejoin NODE --upstream {}`): their diverging writes will be discarded.",
             primaries.join(" and "),
+            if primaries.len() == 2 { "are both" } else { "are all" },
             primary.map(|p| p.name.as_str()).unwrap_or("?"),
             primary.map(|p| p.name.as_str()).unwrap_or("?"),
         ));

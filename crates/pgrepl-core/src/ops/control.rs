@@ -124,6 +124,10 @@ pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
     }
     std::fs::remove_dir_all(&cluster.dir)
         .what(|| format!("cannot delete {}", cluster.dir.display()))?;
+    // The default `.pgrepl/` holder goes too once it holds no other cluster.
+    if let Some(parent) = cluster.dir.parent().filter(|p| p.ends_with(".pgrepl")) {
+        let _ = std::fs::remove_dir(parent);
+    }
     Ok(Outcome::Done(format!("deleted {}", cluster.dir.display())))
 }
 

@@ -272,6 +272,9 @@ pub async fn failover(
             Err(e) => lines.push(format!("WARNING: {o} could not follow {target}: {e}")),
         }
     }
+    if let Some(w) = sync::blocked_commits_warning(cluster, &target).await {
+        lines.push(w);
+    }
     lines.push(format!(
         "next: rejoin the old primary with `pgrepl rejoin {old} --upstream {target}`"
     ));

@@ -169,6 +169,9 @@ pub async fn promote(
         .filter(|q| q.name != node && q.is_standby())
         .map(|q| q.name.as_str())
         .collect();
+    if let Some(w) = sync::blocked_commits_warning(cluster, node).await {
+        lines.push(w);
+    }
     if !siblings.is_empty() {
         lines.push(format!(
             "{} still follow their old upstream: repoint them with `pgrepl standby follow NODE --upstream {node}` (or use `pgrepl failover`, which does all of this)",

@@ -216,6 +216,14 @@ pub async fn wait_streaming_from(
     }
 }
 
+/// The first base port at or after `from` with `count` free consecutive ports, below the
+/// kernel's ephemeral range: a suggestion when the asked-for ports are taken.
+pub fn free_base_port(host: std::net::IpAddr, from: u16, count: u16) -> Option<u16> {
+    (from..32768u16.saturating_sub(count))
+        .step_by(10)
+        .find(|b| (0..count).all(|i| std::net::TcpListener::bind((host, b + i)).is_ok()))
+}
+
 /// A port that something else listens on makes the start fail later: say it now.
 pub fn check_port_free(node: &NodeSpec) -> Result<()> {
     match std::net::TcpListener::bind((node.host, node.port)) {

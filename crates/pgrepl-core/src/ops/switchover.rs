@@ -182,6 +182,9 @@ pub async fn switchover(
             Err(e) => lines.push(format!("WARNING: {o} could not follow {target}: {e}")),
         }
     }
+    if let Some(w) = sync::blocked_commits_warning(cluster_ref, target).await {
+        lines.push(w);
+    }
     let report = SwitchoverReport {
         old_primary: old.clone(),
         new_primary: target.to_string(),

@@ -633,6 +633,43 @@ pub async fn apply_to_primary(cluster: &Cluster, primary: &str) -> Result<Option
     Ok(Some(setting))
 }
 
+/// After a change of primary: a warning when the new primary's synchronous standbys are not
+/// connected to it, so that every commit waits (for instance the list's only other name is the
+/// old primary, now down). Gives the standbys a moment to reconnect before judging.
+pub async fn blocked_commits_warning(cluster: &Cluster, primary: &str) -> Option<String> {
+    let c = cluster.connect(primary).await.ok()?;
+    let names = queries::show(&c, "synchronous_standby_names").await.ok()?;
+    if names.is_empty() {
+        return None;
+    }
+    let satisfied = || async {
+        let d = queries::downstreams(&c).await.ok()?;
+        crate::observe::status::sync_satisfied(&names, &d).then_some(())
+    };
+    if wait::until("synchronous standbys", Duration::from_secs(3), satisfied)
+        .await
+        .is_ok()
+    {
+        return None;
+    }
+    let (_, _, listed) = parse_standby_names(&names)?;
+    let down: Vec<String> = listed
+        .iter()
+        .filter_map(|app| {
+            cluster
+                .spec
+                .nodes
+                .iter()
+                .find(|n| n.application_name() == app)
+        })
+        .map(|n| format!("{} ({})", n.application_name(), n.name))
+        .collect();
+    Some(format!(
+        "WARNING: commits on {primary} wait: synchronous_standby_names = '{names}' but not enough of {} stream from {primary}. Bring them back (`pgrepl rejoin NODE --upstream {primary}` or `pgrepl start NODE`), or `pgrepl sync disable` to accept writes without them",
+        if down.is_empty() { "them".to_string() } else { down.join(", ") }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
