@@ -128,50 +128,52 @@ pg_test!(lab_failover_kill_promote_rejoin, |pg: Pg| {
     assert_eq!(c.status()["warnings"], serde_json::json!([]));
 });
 
-#[test]
-fn promote_guards_against_split_brain_and_rejoin_reports_the_discarded_writes() {
-    let c = TestCluster::up(Pg::V18);
-    c.sql("pg0", "CREATE TABLE sb (id int PRIMARY KEY)");
-    let spec_before = std::fs::read_to_string(&c.config).unwrap();
+pg_test!(
+    promote_guards_against_split_brain_and_rejoin_reports_the_discarded_writes,
+    |pg: Pg| {
+        let c = TestCluster::up(pg);
+        c.sql("pg0", "CREATE TABLE sb (id int PRIMARY KEY)");
+        let spec_before = std::fs::read_to_string(&c.config).unwrap();
 
-    let e = c.fails(&["promote", "pg1"]);
-    for hint in ["split brain", "switchover --to pg1", "--fence", "--force"] {
-        assert!(e.contains(hint), "{hint} missing: {e}");
+        let e = c.fails(&["promote", "pg1"]);
+        for hint in ["split brain", "switchover --to pg1", "--fence", "--force"] {
+            assert!(e.contains(hint), "{hint} missing: {e}");
+        }
+        assert_eq!(
+            c.node_status("pg1")["role"],
+            "standby",
+            "refused, nothing changed"
+        );
+        assert_eq!(std::fs::read_to_string(&c.config).unwrap(), spec_before);
+        assert!(c.ok(&["promote", "pg0"]).contains("already a primary"));
+        c.ok(&["stop", "pg3"]);
+        let e = c.fails(&["promote", "pg3"]);
+        assert!(e.contains("not running"), "{e}");
+
+        let out = c.ok(&["promote", "pg1", "--force"]);
+        assert!(out.contains("split brain"), "{out}");
+        let s = c.status();
+        assert_eq!(s["split_brain"], true);
+        assert!(
+            s["warnings"][0].as_str().unwrap().contains("SPLIT BRAIN"),
+            "{s}"
+        );
+        assert_eq!(node(&s, "pg0")["needs_rejoin"], true);
+        assert!(c.ok(&["status"]).contains("SPLIT BRAIN"));
+
+        // Both accept writes; pg0's are the ones a rejoin throws away.
+        c.sql("pg0", "INSERT INTO sb SELECT generate_series(100, 104)");
+        c.sql("pg0", "INSERT INTO sb VALUES (200)");
+        c.sql("pg1", "INSERT INTO sb VALUES (1)");
+        let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
+        assert!(out.contains("2 committed transactions"), "{out}");
+        assert!(out.contains("6 row changes"), "{out}");
+        assert!(out.contains("discarded"), "{out}");
+        assert_streams_from(&c, "pg0", "pg1", 2);
+        c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM sb", "1");
+        assert_eq!(c.status()["split_brain"], false);
     }
-    assert_eq!(
-        c.node_status("pg1")["role"],
-        "standby",
-        "refused, nothing changed"
-    );
-    assert_eq!(std::fs::read_to_string(&c.config).unwrap(), spec_before);
-    assert!(c.ok(&["promote", "pg0"]).contains("already a primary"));
-    c.ok(&["stop", "pg3"]);
-    let e = c.fails(&["promote", "pg3"]);
-    assert!(e.contains("not running"), "{e}");
-
-    let out = c.ok(&["promote", "pg1", "--force"]);
-    assert!(out.contains("split brain"), "{out}");
-    let s = c.status();
-    assert_eq!(s["split_brain"], true);
-    assert!(
-        s["warnings"][0].as_str().unwrap().contains("SPLIT BRAIN"),
-        "{s}"
-    );
-    assert_eq!(node(&s, "pg0")["needs_rejoin"], true);
-    assert!(c.ok(&["status"]).contains("SPLIT BRAIN"));
-
-    // Both accept writes; pg0's are the ones a rejoin throws away.
-    c.sql("pg0", "INSERT INTO sb SELECT generate_series(100, 104)");
-    c.sql("pg0", "INSERT INTO sb VALUES (200)");
-    c.sql("pg1", "INSERT INTO sb VALUES (1)");
-    let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
-    assert!(out.contains("2 committed transactions"), "{out}");
-    assert!(out.contains("6 row changes"), "{out}");
-    assert!(out.contains("discarded"), "{out}");
-    assert_streams_from(&c, "pg0", "pg1", 2);
-    c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM sb", "1");
-    assert_eq!(c.status()["split_brain"], false);
-}
+);
 
 /// Inserts ids as fast as it can through a multi-host connection string that only accepts a
 /// read-write server, reconnecting on failure; records every id whose commit was acknowledged
@@ -275,66 +277,67 @@ impl Writer {
     }
 }
 
-#[test]
-fn switchover_under_a_steady_writer_loses_no_acknowledged_write() {
-    let c = TestCluster::up(Pg::V18);
-    c.sql("pg0", "CREATE TABLE w (id bigint PRIMARY KEY)");
-    let writer = Writer::start(&c);
-    let wait_for_writes = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.acked() < n {
-            assert!(Instant::now() < deadline, "the writer is stuck");
-            std::thread::sleep(Duration::from_millis(10));
+pg_test!(
+    switchover_under_a_steady_writer_loses_no_acknowledged_write,
+    |pg: Pg| {
+        let c = TestCluster::up(pg);
+        c.sql("pg0", "CREATE TABLE w (id bigint PRIMARY KEY)");
+        let writer = Writer::start(&c);
+        let wait_for_writes = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while writer.acked() < n {
+                assert!(Instant::now() < deadline, "the writer is stuck");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for_writes(50);
+        let mut tli = 1;
+        for (to, from) in [("pg1", "pg0"), ("pg0", "pg1"), ("pg1", "pg0")] {
+            writer.take_max_gap();
+            let before = writer.acked();
+            let out = c.ok(&["switchover", "--to", to]);
+            tli += 1;
+            assert!(out.contains("writes were unavailable for"), "{out}");
+            wait_for_writes(before + 50);
+            eprintln!(
+                "switchover {from} -> {to}: longest gap between acknowledged writes {:.3} s; {}",
+                writer.take_max_gap().as_secs_f64(),
+                out.lines().next().unwrap()
+            );
+            let s = c.status();
+            assert_eq!(s["primary"], to, "{s}");
+            assert_eq!(node(&s, to)["timeline"], tli);
+            assert_streams_from(&c, from, to, tli);
+            for other in ["pg2", "pg3"] {
+                assert_streams_from(&c, other, to, tli);
+            }
+            assert_eq!(spec_upstream(&c, to), None);
+            assert_eq!(spec_upstream(&c, from).as_deref(), Some(to));
         }
-    };
-    wait_for_writes(50);
-    let mut tli = 1;
-    for (to, from) in [("pg1", "pg0"), ("pg0", "pg1"), ("pg1", "pg0")] {
-        writer.take_max_gap();
-        let before = writer.acked();
-        let out = c.ok(&["switchover", "--to", to]);
-        tli += 1;
-        assert!(out.contains("writes were unavailable for"), "{out}");
-        wait_for_writes(before + 50);
-        eprintln!(
-            "switchover {from} -> {to}: longest gap between acknowledged writes {:.3} s; {}",
-            writer.take_max_gap().as_secs_f64(),
-            out.lines().next().unwrap()
+        let acked = writer.finish();
+        let present: Vec<i64> = c
+            .sql("pg1", "SELECT id FROM w ORDER BY id")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        let present: std::collections::HashSet<i64> = present.into_iter().collect();
+        let missing: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged ids missing after 3 switchovers: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
         );
-        let s = c.status();
-        assert_eq!(s["primary"], to, "{s}");
-        assert_eq!(node(&s, to)["timeline"], tli);
-        assert_streams_from(&c, from, to, tli);
-        for other in ["pg2", "pg3"] {
-            assert_streams_from(&c, other, to, tli);
-        }
-        assert_eq!(spec_upstream(&c, to), None);
-        assert_eq!(spec_upstream(&c, from).as_deref(), Some(to));
+        assert!(c
+            .ok(&["switchover", "--to", "pg1"])
+            .contains("already the primary"));
+        let e = c.fails(&["switchover", "--to", "pg9"]);
+        assert!(e.contains("no node named 'pg9'"), "{e}");
     }
-    let acked = writer.finish();
-    let present: Vec<i64> = c
-        .sql("pg1", "SELECT id FROM w ORDER BY id")
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let present: std::collections::HashSet<i64> = present.into_iter().collect();
-    let missing: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged ids missing after 3 switchovers: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert!(c
-        .ok(&["switchover", "--to", "pg1"])
-        .contains("already the primary"));
-    let e = c.fails(&["switchover", "--to", "pg9"]);
-    assert!(e.contains("no node named 'pg9'"), "{e}");
-}
+);
 
-#[test]
-fn failover_picks_the_standby_with_the_most_wal() {
-    let c = TestCluster::up(Pg::V18);
+pg_test!(failover_picks_the_standby_with_the_most_wal, |pg: Pg| {
+    let c = TestCluster::up(pg);
     c.sql("pg0", "CREATE TABLE f (id int)");
     c.wait_sql("pg3", "SELECT count(*) FROM f", "0");
     detach(&c, "pg1");
@@ -360,100 +363,104 @@ fn failover_picks_the_standby_with_the_most_wal() {
     assert_eq!(spec_upstream(&c, "pg0").as_deref(), Some("pg2"));
     c.ok(&["rejoin", "pg0", "--upstream", "pg2"]);
     assert_streams_from(&c, "pg0", "pg2", 2);
-}
+});
 
-#[test]
-fn failover_under_sync_replication_picks_a_synchronous_standby() {
-    let c = TestCluster::up(Pg::V18);
-    let spec = std::fs::read_to_string(&c.config).unwrap();
-    std::fs::write(&c.config, spec + "\n[sync]\nstandbys = [\"sync3\"]\n").unwrap();
-    c.sql(
-        "pg0",
-        "ALTER SYSTEM SET synchronous_standby_names = 'sync3'",
-    );
-    c.sql("pg0", "SELECT pg_reload_conf()");
-    c.sql("pg0", "CREATE TABLE s (id int); INSERT INTO s VALUES (1)");
-    c.wait_sql("pg3", "SELECT count(*) FROM s", "1");
-    // pg1 and pg2 get a commit that pg3 never acknowledged (synchronous_commit = local): it
-    // may be lost, acknowledged ones may not.
-    detach(&c, "pg3");
-    c.sql(
-        "pg0",
-        "SET synchronous_commit = local; INSERT INTO s VALUES (2)",
-    );
-    c.wait_sql("pg1", "SELECT count(*) FROM s", "2");
-    c.ok(&["kill", "pg0"]);
-    reattach(&c, "pg3");
+pg_test!(
+    failover_under_sync_replication_picks_a_synchronous_standby,
+    |pg: Pg| {
+        let c = TestCluster::up(pg);
+        let spec = std::fs::read_to_string(&c.config).unwrap();
+        std::fs::write(&c.config, spec + "\n[sync]\nstandbys = [\"sync3\"]\n").unwrap();
+        c.sql(
+            "pg0",
+            "ALTER SYSTEM SET synchronous_standby_names = 'sync3'",
+        );
+        c.sql("pg0", "SELECT pg_reload_conf()");
+        c.sql("pg0", "CREATE TABLE s (id int); INSERT INTO s VALUES (1)");
+        c.wait_sql("pg3", "SELECT count(*) FROM s", "1");
+        // pg1 and pg2 get a commit that pg3 never acknowledged (synchronous_commit = local): it
+        // may be lost, acknowledged ones may not.
+        detach(&c, "pg3");
+        c.sql(
+            "pg0",
+            "SET synchronous_commit = local; INSERT INTO s VALUES (2)",
+        );
+        c.wait_sql("pg1", "SELECT count(*) FROM s", "2");
+        c.ok(&["kill", "pg0"]);
+        reattach(&c, "pg3");
 
-    let out = c.ok(&["failover"]);
-    assert!(out.contains("promoting pg3"), "{out}");
-    assert!(out.contains("asynchronous"), "{out}");
-    assert_eq!(c.status()["primary"], "pg3");
-    assert_eq!(c.sql("pg3", "SELECT count(*) FROM s"), "1");
-    // The asynchronous standbys went past the fork point: failover says so, rejoin fixes it.
-    assert!(out.contains("rejoin pg1"), "{out}");
-    c.ok(&["rejoin", "pg1", "--upstream", "pg3"]);
-    c.wait_sql("pg1", "SELECT count(*) FROM s", "1");
-}
-
-#[test]
-fn rejoin_resumes_after_a_kill_is_idempotent_and_reclones() {
-    let c = TestCluster::up(Pg::V18);
-    c.sql("pg0", "CREATE TABLE r (id int)");
-    c.wait_sql("pg1", "SELECT count(*) FROM r", "0");
-    detach(&c, "pg1");
-    c.sql("pg0", "INSERT INTO r VALUES (1)");
-    c.ok(&["kill", "pg0"]);
-    reattach(&c, "pg1");
-    c.ok(&["promote", "pg1"]);
-
-    // Kill pgrepl (and only it) once pg_rewind has started: the rerun must complete.
-    let journal = c.path().join(".pgrepl/lab/.rejoin-pg0.json");
-    let mut child = c
-        .command(&["rejoin", "pg0", "--upstream", "pg1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !journal.exists() {
-        assert!(Instant::now() < deadline, "rejoin never reached pg_rewind");
-        if child.try_wait().unwrap().is_some() {
-            panic!("rejoin finished before it could be killed");
-        }
-        std::thread::sleep(Duration::from_millis(1));
+        let out = c.ok(&["failover"]);
+        assert!(out.contains("promoting pg3"), "{out}");
+        assert!(out.contains("asynchronous"), "{out}");
+        assert_eq!(c.status()["primary"], "pg3");
+        assert_eq!(c.sql("pg3", "SELECT count(*) FROM s"), "1");
+        // The asynchronous standbys went past the fork point: failover says so, rejoin fixes it.
+        assert!(out.contains("rejoin pg1"), "{out}");
+        c.ok(&["rejoin", "pg1", "--upstream", "pg3"]);
+        c.wait_sql("pg1", "SELECT count(*) FROM s", "1");
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+);
 
-    let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
-    assert!(out.contains("rejoined"), "{out}");
-    // pg_rewind outlived the killed pgrepl; the rerun finished its work, no re-clone.
-    assert!(!out.contains("re-cloning"), "{out}");
-    assert_streams_from(&c, "pg0", "pg1", 2);
-    assert!(!journal.exists());
-    c.sql("pg1", "INSERT INTO r VALUES (2)");
-    c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM r", "2");
+pg_test!(
+    rejoin_resumes_after_a_kill_is_idempotent_and_reclones,
+    |pg: Pg| {
+        let c = TestCluster::up(pg);
+        c.sql("pg0", "CREATE TABLE r (id int)");
+        c.wait_sql("pg1", "SELECT count(*) FROM r", "0");
+        detach(&c, "pg1");
+        c.sql("pg0", "INSERT INTO r VALUES (1)");
+        c.ok(&["kill", "pg0"]);
+        reattach(&c, "pg1");
+        c.ok(&["promote", "pg1"]);
 
-    let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
-    assert!(out.contains("already"), "{out}");
+        // Kill pgrepl (and only it) once pg_rewind has started: the rerun must complete.
+        let journal = c.path().join(".pgrepl/lab/.rejoin-pg0.json");
+        let mut child = c
+            .command(&["rejoin", "pg0", "--upstream", "pg1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !journal.exists() {
+            assert!(Instant::now() < deadline, "rejoin never reached pg_rewind");
+            if child.try_wait().unwrap().is_some() {
+                panic!("rejoin finished before it could be killed");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        child.wait().unwrap();
 
-    let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1", "--reclone"]);
-    let kept = out
-        .lines()
-        .find_map(|l| l.strip_prefix("the old data directory is kept in "))
-        .unwrap_or_else(|| panic!("no kept directory in: {out}"));
-    assert!(
-        std::path::Path::new(kept).join("PG_VERSION").is_file(),
-        "{kept}"
-    );
-    assert_streams_from(&c, "pg0", "pg1", 2);
-    c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM r", "2");
-}
+        let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
+        assert!(out.contains("rejoined"), "{out}");
+        // pg_rewind outlived the killed pgrepl; the rerun finished its work, no re-clone.
+        assert!(!out.contains("re-cloning"), "{out}");
+        assert_streams_from(&c, "pg0", "pg1", 2);
+        assert!(!journal.exists());
+        c.sql("pg1", "INSERT INTO r VALUES (2)");
+        c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM r", "2");
+
+        let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
+        assert!(out.contains("already"), "{out}");
+
+        let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1", "--reclone"]);
+        let kept = out
+            .lines()
+            .find_map(|l| l.strip_prefix("the old data directory is kept in "))
+            .unwrap_or_else(|| panic!("no kept directory in: {out}"));
+        assert!(
+            std::path::Path::new(kept).join("PG_VERSION").is_file(),
+            "{kept}"
+        );
+        assert_streams_from(&c, "pg0", "pg1", 2);
+        c.wait_sql("pg0", "SELECT string_agg(id::text, ',') FROM r", "2");
+    }
+);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -133,9 +133,8 @@ pg_test!(lab_scenario_first_1_sync2_sync3, |pg: Pg| {
     assert!(c.ok(&["sync", "disable"]).contains("already off"));
 });
 
-#[test]
-fn quorum_first_2_and_wildcard() {
-    let c = TestCluster::up(Pg::V18);
+pg_test!(quorum_first_2_and_wildcard, |pg: Pg| {
+    let c = TestCluster::up(pg);
     c.ok(&["sync", "enable", "--method", "any"]);
     assert_eq!(
         rows(&c, "pg0"),
@@ -189,73 +188,75 @@ fn quorum_first_2_and_wildcard() {
     assert_eq!(c.status()["sync"]["satisfied"], true);
     c.ok(&["sync", "disable"]);
     assert_eq!(rows(&c, "pg0"), "pg1|0|async\nsync2|0|async\nsync3|0|async");
-}
+});
 
 /// The spec's `[sync]` applied by `up`, remote_apply, a cascaded standby refused, and bad
 /// input that changes nothing, on one cluster where pg3 streams from pg2.
-#[test]
-fn up_applies_spec_remote_apply_cascade_and_bad_input() {
-    let c = TestCluster::new(Pg::V18);
-    let spec = spec_text(&c).replace(
-        "upstream = \"pg0\"\nslot = \"pg3_slot\"",
-        "upstream = \"pg2\"\nslot = \"pg3_slot\"",
-    );
-    assert!(spec.contains("upstream = \"pg2\""), "{spec}");
-    std::fs::write(
-        &c.config,
-        spec + "\n[sync]\nstandbys = [\"sync2\"]\ncommit = \"remote_apply\"\n",
-    )
-    .unwrap();
-    c.ok(&["up"]);
-    assert_eq!(c.sql("pg0", "SHOW synchronous_commit"), "remote_apply");
-    assert_eq!(rows(&c, "pg0"), "pg1|0|async\nsync2|1|sync");
-    assert_eq!(rows(&c, "pg2"), "sync3|0|async");
-
-    // remote_apply: once the commit returns, the synchronous standby shows the row.
-    c.sql("pg0", "CREATE TABLE ra (id int)");
-    for i in 1..=5 {
-        c.sql("pg0", &format!("INSERT INTO ra VALUES ({i})"));
-        assert_eq!(c.sql("pg2", "SELECT count(*) FROM ra"), i.to_string());
-    }
-
-    let names = c.sql("pg0", "SHOW synchronous_standby_names");
-    assert_eq!(names, r#"FIRST 1 ("sync2")"#);
-    let spec_before = spec_text(&c);
-    for (args, expected) in [
-        (&["--num", "0"][..], "--num 0 is out of range"),
-        (
-            &["--standbys", "sync2,pg1", "--num", "3"][..],
-            "--num 3 is out of range",
-        ),
-        (
-            &["--standbys", "sync2,nope"][..],
-            "'nope' is not the application name",
-        ),
-        (
-            &["--commit", "sometimes"][..],
-            "invalid commit level 'sometimes'",
-        ),
-        (&["--standbys", "pg0"][..], "the current primary"),
-        (
-            &["--standbys", "sync2,sync3"][..],
-            "sync3 (pg3) streams from pg2, not from pg0",
-        ),
-    ] {
-        let e = c.fails(&[&["sync", "enable"][..], args].concat());
-        assert!(e.contains(expected), "{args:?}: {e}");
-        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
-        assert_eq!(c.sql("pg0", "SHOW synchronous_standby_names"), names);
+pg_test!(
+    up_applies_spec_remote_apply_cascade_and_bad_input,
+    |pg: Pg| {
+        let c = TestCluster::new(pg);
+        let spec = spec_text(&c).replace(
+            "upstream = \"pg0\"\nslot = \"pg3_slot\"",
+            "upstream = \"pg2\"\nslot = \"pg3_slot\"",
+        );
+        assert!(spec.contains("upstream = \"pg2\""), "{spec}");
+        std::fs::write(
+            &c.config,
+            spec + "\n[sync]\nstandbys = [\"sync2\"]\ncommit = \"remote_apply\"\n",
+        )
+        .unwrap();
+        c.ok(&["up"]);
         assert_eq!(c.sql("pg0", "SHOW synchronous_commit"), "remote_apply");
-        assert_eq!(spec_text(&c), spec_before, "{args:?} changed the spec");
+        assert_eq!(rows(&c, "pg0"), "pg1|0|async\nsync2|1|sync");
+        assert_eq!(rows(&c, "pg2"), "sync3|0|async");
+
+        // remote_apply: once the commit returns, the synchronous standby shows the row.
+        c.sql("pg0", "CREATE TABLE ra (id int)");
+        for i in 1..=5 {
+            c.sql("pg0", &format!("INSERT INTO ra VALUES ({i})"));
+            assert_eq!(c.sql("pg2", "SELECT count(*) FROM ra"), i.to_string());
+        }
+
+        let names = c.sql("pg0", "SHOW synchronous_standby_names");
+        assert_eq!(names, r#"FIRST 1 ("sync2")"#);
+        let spec_before = spec_text(&c);
+        for (args, expected) in [
+            (&["--num", "0"][..], "--num 0 is out of range"),
+            (
+                &["--standbys", "sync2,pg1", "--num", "3"][..],
+                "--num 3 is out of range",
+            ),
+            (
+                &["--standbys", "sync2,nope"][..],
+                "'nope' is not the application name",
+            ),
+            (
+                &["--commit", "sometimes"][..],
+                "invalid commit level 'sometimes'",
+            ),
+            (&["--standbys", "pg0"][..], "the current primary"),
+            (
+                &["--standbys", "sync2,sync3"][..],
+                "sync3 (pg3) streams from pg2, not from pg0",
+            ),
+        ] {
+            let e = c.fails(&[&["sync", "enable"][..], args].concat());
+            assert!(e.contains(expected), "{args:?}: {e}");
+            assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+            assert_eq!(c.sql("pg0", "SHOW synchronous_standby_names"), names);
+            assert_eq!(c.sql("pg0", "SHOW synchronous_commit"), "remote_apply");
+            assert_eq!(spec_text(&c), spec_before, "{args:?} changed the spec");
+        }
+
+        // A standby pgrepl does not manage, on request; the spec keeps loading.
+        let out = c.ok(&["sync", "enable", "--standbys", "outside", "--allow-unknown"]);
+        assert!(out.contains("writes on pg0 will block"), "{out}");
+        assert!(spec_text(&c).contains("allow_unknown = true"));
+        assert_eq!(c.status()["sync"]["satisfied"], false);
+
+        c.ok(&["sync", "disable"]);
+        assert_eq!(c.sql("pg0", "SHOW synchronous_commit"), "on");
+        assert_eq!(rows(&c, "pg0"), "pg1|0|async\nsync2|0|async");
     }
-
-    // A standby pgrepl does not manage, on request; the spec keeps loading.
-    let out = c.ok(&["sync", "enable", "--standbys", "outside", "--allow-unknown"]);
-    assert!(out.contains("writes on pg0 will block"), "{out}");
-    assert!(spec_text(&c).contains("allow_unknown = true"));
-    assert_eq!(c.status()["sync"]["satisfied"], false);
-
-    c.ok(&["sync", "disable"]);
-    assert_eq!(c.sql("pg0", "SHOW synchronous_commit"), "on");
-    assert_eq!(rows(&c, "pg0"), "pg1|0|async\nsync2|0|async");
-}
+);
