@@ -25,7 +25,7 @@ pub fn cluster_conf(cluster: &Cluster) -> String {
          # Every standby streams through a slot, which keeps the WAL it needs; this is a\n\
          # margin only. pg_rewind copies all of the source's pg_wal, so a large margin (or\n\
          # recycled segments, hence wal_recycle off) makes every rejoin copy that much.\n\
-         wal_keep_size = '64MB'\n\
+         wal_keep_size = '16MB'\n\
          wal_recycle = off\n\
          # A rewound or crashed node syncs its whole data directory at start: one syncfs()\n\
          # instead of an fsync() per file (seconds at 500 MB).\n\
