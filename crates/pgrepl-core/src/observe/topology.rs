@@ -18,6 +18,8 @@ pub struct Probe {
     /// waiting on SyncRep with the oldest wait's age.
     pub sync: Option<(String, String, i64, Option<f64>)>,
     pub control: Option<ControlData>,
+    /// For a stopped node: the timeline of its newest WAL segment.
+    pub wal_timeline: Option<u32>,
     pub error: Option<String>,
 }
 
@@ -31,7 +33,9 @@ impl Probe {
     pub fn timeline(&self) -> Option<u32> {
         match &self.position {
             Some(p) => p.timeline,
-            None => self.control.as_ref().and_then(|c| c.checkpoint_timeline),
+            None => self
+                .wal_timeline
+                .or_else(|| self.control.as_ref().and_then(|c| c.checkpoint_timeline)),
         }
     }
 }
@@ -45,11 +49,13 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         downstreams: Vec::new(),
         sync: None,
         control: None,
+        wal_timeline: None,
         error: None,
     };
     if !p.running {
         if server.exists() {
             p.control = server.controldata().await.ok();
+            p.wal_timeline = server.newest_wal_timeline();
         }
         return p;
     }

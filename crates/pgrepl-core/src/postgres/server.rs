@@ -92,6 +92,18 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// The timeline of the newest WAL segment in pg_wal, readable while the server is down.
+    /// pg_control's checkpoint timeline can be several promotions old (a node that crashed
+    /// soon after becoming primary has not checkpointed on its new timeline yet).
+    pub fn newest_wal_timeline(&self) -> Option<u32> {
+        std::fs::read_dir(self.data.join("pg_wal"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .max()
+            .and_then(|n| u32::from_str_radix(&n[..8], 16).ok())
+    }
+
     pub fn is_running(&self) -> bool {
         self.pid().is_some()
     }
