@@ -4,6 +4,13 @@ use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 use pgrepl_core::observe::status::{ClusterStatus, NodeStatus, Role, State};
 use pgrepl_core::postgres::PgInstall;
 
+/// A table in pgrepl's style: a border around, a rule under the header, aligned columns.
+pub fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_BORDERS_ONLY);
+    t
+}
+
 fn dash<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
@@ -55,9 +62,8 @@ fn state(s: State) -> &'static str {
 }
 
 pub fn status_table(s: &ClusterStatus) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Disabled)
+    let mut t = table();
+    t.set_content_arrangement(ContentArrangement::Disabled)
         .set_header(vec![
             "NODE",
             "PORT",
@@ -143,13 +149,8 @@ pub fn status_table(s: &ClusterStatus) -> String {
 }
 
 pub fn postgres_list(list: &[PgInstall]) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(vec![
-        "VERSION",
-        "MAJOR",
-        "FOUND BY",
-        "BIN DIRECTORY",
-    ]);
+    let mut t = table();
+    t.set_header(vec!["VERSION", "MAJOR", "FOUND BY", "BIN DIRECTORY"]);
     for i in list {
         t.add_row(vec![
             i.version.clone(),

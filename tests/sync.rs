@@ -190,8 +190,8 @@ pg_test!(quorum_first_2_and_wildcard, |pg: Pg| {
     assert_eq!(rows(&c, "pg0"), "pg1|0|async\nsync2|0|async\nsync3|0|async");
 });
 
-/// The spec's `[sync]` applied by `up`, remote_apply, a cascaded standby refused, and bad
-/// input that changes nothing, on one cluster where pg3 streams from pg2.
+// The spec's `[sync]` applied by `up`, remote_apply, a cascaded standby refused, and bad
+// input that changes nothing, on one cluster where pg3 streams from pg2.
 pg_test!(
     up_applies_spec_remote_apply_cascade_and_bad_input,
     |pg: Pg| {

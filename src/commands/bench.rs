@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use comfy_table::{presets, Table};
+use comfy_table::Table;
 use pgrepl_core::bench::all::{AllOptions, AllReport};
 use pgrepl_core::bench::rejoin::{RejoinOptions, RejoinReport};
 use pgrepl_core::bench::roles::{self, RolesOptions, RolesReport};
@@ -113,10 +113,10 @@ fn print_roles(r: &RolesReport) {
         "bench switchover: PostgreSQL {}, 4-node lab; {} drill writers at {:.0} commits/s in all, each reconnecting through every node (target_session_attrs=read-write)",
         r.postgres, r.writers, r.rate
     );
-    let mut t = Table::new();
+    let mut t = crate::render::table();
     let mut header = vec!["WHAT", "RUNS", "MEDIAN ms", "MIN ms", "MAX ms", "TARGET ms"];
     header.extend(r.references.iter().map(|x| x.tool));
-    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(header);
+    t.set_header(header);
     let refs = |f: fn(&roles::Reference) -> f64| -> Vec<String> {
         r.references
             .iter()
@@ -216,9 +216,8 @@ fn print_writer(r: &WriterReport) {
         "bench writer: PostgreSQL {}, a lone local primary, synchronous_commit=off, {} clients, {:.0} s each",
         r.postgres, r.writers, r.duration_s
     );
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY)
-        .set_header(vec!["WHAT", "COMMITS/s", "TARGET"]);
+    let mut t = crate::render::table();
+    t.set_header(vec!["WHAT", "COMMITS/s", "TARGET"]);
     t.add_row(vec![
         "drill writer (unpaced, single-row commits, prepared INSERT)".to_string(),
         format!("{:.0}", r.writer_commits_per_s),
@@ -248,13 +247,8 @@ fn figures(s: Stats) -> [String; 3] {
 }
 
 fn stats_table() -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(vec![
-        "WHAT",
-        "MEDIAN ms",
-        "MIN ms",
-        "MAX ms",
-    ]);
+    let mut t = crate::render::table();
+    t.set_header(vec!["WHAT", "MEDIAN ms", "MIN ms", "MAX ms"]);
     t
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use comfy_table::{presets, CellAlignment, Table};
+use comfy_table::{CellAlignment, Table};
 use pgrepl_core::bench::Spread;
 use pgrepl_core::cluster::Options;
 use pgrepl_core::drill::{self, DrillOptions, Event};
@@ -77,9 +77,8 @@ pub async fn run(opts: &Options, a: DrillArgs) -> Result<ExitCode> {
 }
 
 fn summary_table(s: &drill::Summary, runs: usize) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY)
-        .set_header(vec!["", "MIN", "MEDIAN", "MAX"]);
+    let mut t = crate::render::table();
+    t.set_header(vec!["", "MIN", "MEDIAN", "MAX"]);
     let mut row = |name: &str, v: Option<Spread>, digits: usize| {
         let f = |x: f64| format!("{x:.digits$}");
         t.add_row(match v {
@@ -183,8 +182,8 @@ fn spread(v: Option<Spread>) -> String {
 }
 
 fn matrix_table(report: &drill::matrix::MatrixReport) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(vec![
+    let mut t = crate::render::table();
+    t.set_header(vec![
         "MODE",
         "LOST ACKNOWLEDGED",
         "TIME TO RECOVER (ms)",

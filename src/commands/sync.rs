@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use comfy_table::{presets, Cell, CellAlignment, Table};
+use comfy_table::{Cell, CellAlignment};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::ops::sync::{self, bench, EnableRequest, SyncReport};
 use pgrepl_core::progress::{Progress, Silent};
@@ -51,8 +51,8 @@ pub async fn run(opts: &Options, cmd: SyncCmd) -> Result<ExitCode> {
 }
 
 fn report_text(r: &SyncReport) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(vec![
+    let mut t = crate::render::table();
+    t.set_header(vec![
         "NODE",
         "APP NAME",
         "STATE",
@@ -100,8 +100,8 @@ pub fn print_bench(report: &bench::BenchReport) {
         "pgbench (TPC-B-like, scale {}, {} clients, {} s a run) on {}, PostgreSQL {}",
         report.scale, report.clients, report.duration_s, report.primary, report.postgres
     );
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY).set_header(vec![
+    let mut t = crate::render::table();
+    t.set_header(vec![
         "REPLICATION",
         "synchronous_commit",
         "SYNC STANDBYS",
