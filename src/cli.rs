@@ -172,6 +172,9 @@ pub struct InitArgs {
     /// Port of pg0; the others follow (pg1 = P+1, ...).
     #[arg(long, default_value_t = pgrepl_core::spec::DEFAULT_BASE_PORT)]
     pub base_port: u16,
+    /// Where the nodes live: local (processes on this machine), netns, docker.
+    #[arg(long, default_value_t = pgrepl_core::spec::RuntimeKind::Local)]
+    pub runtime: pgrepl_core::spec::RuntimeKind,
     /// Overwrite an existing cluster file (the cluster's data is kept).
     #[arg(long)]
     pub force: bool,

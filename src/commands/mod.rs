@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::ops::{self, Outcome};
 use pgrepl_core::postgres::binaries;
+use pgrepl_core::runtime;
 use pgrepl_core::spec::ClusterSpec;
 use pgrepl_core::{observe, Cluster};
 
@@ -62,7 +63,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(a) => logs(&opts, a).await,
         Command::Sync(c) => sync::run(&opts, c).await,
         Command::Postgres(PostgresCmd::Install { version }) => {
-            let runner = pgrepl_core::runtime::Runner::new(opts.os_user.as_deref())?;
+            let runner = runtime::Runner::new(opts.os_user.as_deref())?;
             let i = binaries::install(version, &runner, &Spinner::new()).await?;
             println!(
                 "PostgreSQL {} is installed in {}",
@@ -125,8 +126,9 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
             }
         }
     }
-    let spec = ClusterSpec::lab(&a.name, a.base_port)?;
-    lab_ports_free(&spec, "pgrepl init --base-port")?;
+    let mut spec = ClusterSpec::lab(&a.name, a.base_port)?;
+    spec.cluster.runtime = a.runtime;
+    runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
     spec.save(&opts.config)?;
     println!(
         "wrote {}: cluster '{}', pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
@@ -137,31 +139,13 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The lab's ports must be free before its file is written; the error suggests free ones.
-fn lab_ports_free(spec: &ClusterSpec, fix: &str) -> Result<()> {
-    for n in &spec.nodes {
-        if ops::standby::check_port_free(n).is_err() {
-            let first = spec.root().port;
-            let hint = ops::standby::free_base_port(n.host, first + 10, 4)
-                .map(|p| format!("`{fix} {p}` (ports {p}-{} are free)", p + 3))
-                .unwrap_or_else(|| format!("`{fix} P` with another port"));
-            bail!(
-                "port {} (for {}) is already in use by another program: choose other ports with {hint}",
-                n.port,
-                n.name
-            );
-        }
-    }
-    Ok(())
-}
-
 async fn up(opts: &Options) -> Result<ExitCode> {
     if !opts.config.exists() {
         let spec = ClusterSpec::lab(
             pgrepl_core::spec::DEFAULT_CLUSTER_NAME,
             pgrepl_core::spec::DEFAULT_BASE_PORT,
         )?;
-        lab_ports_free(&spec, "pgrepl init --base-port")?;
+        runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
         spec.save(&opts.config)?;
         println!(
             "no {} here: wrote the lab's default (4 nodes, ports {}-{}); edit it to change the cluster",
@@ -219,7 +203,7 @@ async fn down(opts: &Options, a: DownArgs) -> Result<ExitCode> {
             }
         }
     }
-    let outcomes = ops::control::down(&cluster, &Spinner::new()).await?;
+    let outcomes = ops::control::down(&cluster, a.purge, &Spinner::new()).await?;
     for o in &outcomes {
         println!("{}", o.message());
     }
@@ -365,7 +349,7 @@ async fn psql(opts: &Options, a: NodeArg) -> Result<ExitCode> {
     };
     let conninfo = format!(
         "{} dbname=postgres",
-        cluster.conninfo(node, pgrepl_core::secrets::SUPERUSER, "psql")
+        cluster.client_conninfo(node, pgrepl_core::secrets::SUPERUSER, "psql")
     );
     let err = std::process::Command::new(&psql).arg(conninfo).exec();
     Err(err).with_context(|| format!("cannot run {}", psql.display()))

@@ -2,19 +2,20 @@
 //! and as whom.
 
 use std::fs::File;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::node::Server;
 use crate::postgres::binaries::{self, Wanted};
 use crate::postgres::conn::{self, ConnParams, Session};
-use crate::postgres::server::Server;
+use crate::postgres::queries::Position;
 use crate::postgres::PgInstall;
 use crate::progress::Progress;
-use crate::runtime::Runner;
+use crate::runtime::{self, Endpoint, Runner, Runtime};
 use crate::secrets::{self, Secrets, SUPERUSER};
 use crate::spec::{ClusterSpec, NodeSpec};
 
@@ -33,7 +34,10 @@ pub struct Cluster {
     /// `.pgrepl/<name>` next to the spec unless the spec says otherwise.
     pub dir: PathBuf,
     pub pg: PgInstall,
-    pub runner: Runner,
+    /// Where the nodes live: everything about their processes and addresses goes through it.
+    pub runtime: Arc<dyn Runtime>,
+    /// Host-side file ownership (the cluster directory, the files pgrepl writes).
+    runner: Runner,
 }
 
 impl Cluster {
@@ -57,11 +61,13 @@ impl Cluster {
         let wanted =
             Wanted::from_settings(opts.pg_bin.as_deref(), &spec.cluster.postgres, &spec_dir)?;
         let pg = binaries::resolve(&wanted, provision, &runner, progress).await?;
+        let runtime = runtime::for_cluster(&spec, &dir, &pg, &runner)?;
         Ok(Cluster {
             spec,
             spec_path,
             dir,
             pg,
+            runtime,
             runner,
         })
     }
@@ -84,42 +90,73 @@ impl Cluster {
     }
 
     pub fn data_dir(&self, node: &str) -> PathBuf {
-        self.dir.join(node)
+        runtime::data_dir(&self.dir, node)
     }
 
     pub fn log_file(&self, node: &str) -> PathBuf {
-        self.dir.join("log").join(format!("{node}.log"))
+        runtime::log_file(&self.dir, node)
     }
 
     pub fn passfile(&self) -> PathBuf {
         self.dir.join("pgpass")
     }
 
-    pub fn server(&self, node: &str) -> Server<'_> {
-        Server {
-            pg: &self.pg,
-            runner: &self.runner,
-            data: self.data_dir(node),
-            log: self.log_file(node),
+    pub fn server(&self, node: &str) -> Result<Server> {
+        Ok(Server::new(
+            self.runtime.clone(),
+            self.node(node)?.clone(),
+            self.data_dir(node),
+        ))
+    }
+
+    /// Whether the node's server runs (an unknown node does not).
+    pub async fn is_running(&self, node: &str) -> bool {
+        match self.server(node) {
+            Ok(s) => s.is_running().await,
+            Err(_) => false,
         }
     }
 
-    pub fn hosts(&self) -> Vec<IpAddr> {
-        let mut hosts: Vec<IpAddr> = self.spec.nodes.iter().map(|n| n.host).collect();
+    /// Every host name a libpq program of this cluster may connect to: the walreceivers (peer
+    /// endpoints), pgrepl's tools and psql. The passfile needs a line for each.
+    pub fn libpq_hosts(&self) -> Vec<String> {
+        let rt = &self.runtime;
+        let nodes = &self.spec.nodes;
+        let mut hosts: Vec<String> = nodes
+            .iter()
+            .flat_map(|n| {
+                let tools = nodes.iter().map(move |t| rt.tool_endpoint(n, t).host);
+                [rt.peer_endpoint(n).host, rt.client_endpoint(n).host]
+                    .into_iter()
+                    .chain(tools)
+            })
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts
+    }
+
+    /// Fails with advice when the OS user cannot reach the cluster directory's parent.
+    pub async fn check_reachable(&self) -> Result<()> {
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        self.runner
+            .check_reachable(&runtime::runner::existing_ancestor(parent))
+            .await
     }
 
     /// Creates the cluster directory (owned by the OS user, 0700) after checking that user
     /// can reach it.
     pub async fn ensure_dir(&self) -> Result<()> {
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        let existing = crate::runtime::local::existing_ancestor(parent);
-        self.runner.check_reachable(&existing).await?;
+        self.check_reachable().await?;
         std::fs::create_dir_all(parent).what(|| format!("cannot create {}", parent.display()))?;
         self.runner.check_reachable(parent).await?;
         self.create_dirs()
+    }
+
+    /// The name of the OS user PostgreSQL runs as.
+    pub fn os_user_name(&self) -> String {
+        self.runner.os_user_name()
     }
 
     /// The cluster directory and its log directory, private to the OS user.
@@ -144,10 +181,21 @@ impl Cluster {
         secrets::write_private(path, text, &self.runner)
     }
 
+    /// Writes the passfile, with a line for every host libpq programs connect to.
+    pub fn write_passfile(&self, secrets: &Secrets) -> Result<()> {
+        secrets.write(
+            &self.passfile(),
+            &self.libpq_hosts(),
+            &self.spec.cluster.replication_user,
+            &self.runner,
+        )
+    }
+
     pub fn superuser_params(&self, node: &NodeSpec, secrets: &Secrets) -> ConnParams {
+        let at = self.runtime.client_endpoint(node);
         ConnParams {
-            host: node.host.to_string(),
-            port: node.port,
+            host: at.host,
+            port: at.port,
             user: SUPERUSER.into(),
             password: secrets.superuser.clone(),
             dbname: "postgres".into(),
@@ -171,16 +219,58 @@ impl Cluster {
             .map_err(|e| with_node(e, node))
     }
 
-    /// libpq connection string for `user` on `node`, password through the passfile.
-    pub fn conninfo(&self, node: &NodeSpec, user: &str, application_name: &str) -> String {
+    /// How a node connects to `upstream` (primary_conninfo), password through the passfile.
+    pub fn peer_conninfo(&self, upstream: &NodeSpec, user: &str, application_name: &str) -> String {
+        self.conninfo_at(
+            &self.runtime.peer_endpoint(upstream),
+            user,
+            application_name,
+        )
+    }
+
+    /// How a program run for `for_node` (pg_basebackup, pg_rewind, pgbench) connects to
+    /// `target`.
+    pub fn tool_conninfo(
+        &self,
+        for_node: &NodeSpec,
+        target: &NodeSpec,
+        user: &str,
+        application_name: &str,
+    ) -> String {
+        let at = self.runtime.tool_endpoint(for_node, target);
+        self.conninfo_at(&at, user, application_name)
+    }
+
+    /// How a client on the host (psql) connects to `node`.
+    pub fn client_conninfo(&self, node: &NodeSpec, user: &str, application_name: &str) -> String {
+        self.conninfo_at(&self.runtime.client_endpoint(node), user, application_name)
+    }
+
+    fn conninfo_at(&self, at: &Endpoint, user: &str, application_name: &str) -> String {
         format!(
             "host={} port={} user={} passfile={} application_name={} connect_timeout=3",
-            node.host,
-            node.port,
+            quote(&at.host),
+            at.port,
             quote(user),
             quote(&self.passfile().to_string_lossy()),
             quote(application_name)
         )
+    }
+
+    /// The node a walreceiver streams from, by the sender it reports: the node whose peer
+    /// endpoint it is (where every node listens on the same port, the host tells them apart).
+    pub fn sender(&self, pos: &Position) -> Option<&NodeSpec> {
+        let port = u16::try_from(pos.sender_port?).ok()?;
+        let host = pos.sender_host.as_deref()?;
+        self.spec.nodes.iter().find(|n| {
+            let at = self.runtime.peer_endpoint(n);
+            at.port == port && (at.host == host || host == "localhost")
+        })
+    }
+
+    /// Whether a walreceiver's sender is `upstream`.
+    pub fn streams_from(&self, pos: &Position, upstream: &str) -> bool {
+        self.sender(pos).is_some_and(|n| n.name == upstream)
     }
 
     /// Puts `next` in place of the spec for an operation; `settle_spec` then keeps or undoes it.

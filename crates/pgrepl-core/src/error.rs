@@ -1,4 +1,6 @@
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Errors a caller may want to tell apart. Every message is meant for a human: it names the
 /// problem and, where there is one, the fix.
@@ -43,7 +45,7 @@ pub enum Error {
 
     /// A statement that did not finish in time; it was cancelled.
     #[error("{0}")]
-    Blocked(Box<crate::ops::sql::Blocked>),
+    Blocked(Box<Blocked>),
 
     #[error("cannot read cluster file {path}: {detail}")]
     SpecFile { path: PathBuf, detail: String },
@@ -80,5 +82,42 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => e.to_string(),
+    }
+}
+
+/// A statement that did not finish in time, and what we learned about why.
+#[derive(Debug, Clone)]
+pub struct Blocked {
+    pub node: String,
+    pub after: Duration,
+    pub wait_event_type: Option<String>,
+    pub wait_event: Option<String>,
+    /// A plain-language account of the wait, where we can give one.
+    pub explanation: Option<String>,
+    /// What the server said when the statement was cancelled.
+    pub notices: Vec<String>,
+    pub cancel_result: String,
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wait = match (&self.wait_event_type, &self.wait_event) {
+            (Some(t), Some(e)) => format!("{t}:{e}"),
+            (None, Some(e)) => e.clone(),
+            _ => "nothing (it was running)".into(),
+        };
+        write!(
+            f,
+            "the statement on {} did not finish within {} and was cancelled; it was waiting on {wait}",
+            self.node,
+            humantime::format_duration(self.after)
+        )?;
+        if let Some(x) = &self.explanation {
+            write!(f, "\n{x}")?;
+        }
+        for n in &self.notices {
+            write!(f, "\nPostgreSQL said after the cancel: {n}")?;
+        }
+        write!(f, "\nafter the cancel: {}", self.cancel_result)
     }
 }

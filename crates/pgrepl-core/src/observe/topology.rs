@@ -42,9 +42,13 @@ impl Probe {
 
 pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
     let server = cluster.server(node);
+    let running = match &server {
+        Ok(s) => s.is_running().await,
+        Err(_) => false,
+    };
     let mut p = Probe {
         name: node.to_string(),
-        running: server.is_running(),
+        running,
         position: None,
         downstreams: Vec::new(),
         sync: None,
@@ -53,7 +57,7 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         error: None,
     };
     if !p.running {
-        if server.exists() {
+        if let Some(server) = server.ok().filter(|s| s.exists()) {
             p.control = server.controldata().await.ok();
             p.wal_timeline = server.newest_wal_timeline();
         }

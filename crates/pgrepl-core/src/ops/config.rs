@@ -11,6 +11,8 @@ use crate::spec::NodeSpec;
 
 pub const CLUSTER_CONF: &str = "pgrepl.conf";
 pub const NODE_CONF: &str = "pgrepl.node.conf";
+/// The pg_ident.conf map of the local socket's peer authentication.
+const IDENT_MAP: &str = "pgrepl";
 
 /// Replication settings shared by every node (copied to standbys by pg_basebackup).
 pub fn cluster_conf(cluster: &Cluster) -> String {
@@ -46,15 +48,19 @@ pub fn cluster_conf(cluster: &Cluster) -> String {
 
 /// The node's own settings: where it listens and, for a standby, what it streams from.
 pub fn node_conf(cluster: &Cluster, node: &NodeSpec) -> Result<String> {
+    let listen = cluster.runtime.listen(node);
     let mut s = format!(
         "# Written by pgrepl for node '{}': rewritten on every clone, rewind and repoint.\n\
          # Change the cluster file (pgrepl.toml) instead of this file.\n\
          port = {}\nlisten_addresses = '{}'\ncluster_name = '{}'\n",
-        node.name, node.port, node.host, node.name
+        node.name, listen.port, listen.addresses, node.name
     );
+    if let Some(dir) = &listen.socket_dir {
+        writeln!(s, "unix_socket_directories = {}", quote_setting(dir)).unwrap();
+    }
     if let Some(up) = &node.upstream {
         let upstream = cluster.node(up)?;
-        let conninfo = cluster.conninfo(
+        let conninfo = cluster.peer_conninfo(
             upstream,
             &cluster.spec.cluster.replication_user,
             node.application_name(),
@@ -67,19 +73,23 @@ pub fn node_conf(cluster: &Cluster, node: &NodeSpec) -> Result<String> {
     Ok(s)
 }
 
-/// Client authentication: only the cluster's own addresses, always with a SCRAM password.
-/// The replication line must be on the primary before cloning, since clones copy it.
+/// Client authentication: only the cluster's own addresses, always with a SCRAM password;
+/// where the runtime gives nodes a local socket, the OS user and root as `postgres` on it
+/// (peer authentication: the kernel vouches for them). The replication line must be on the
+/// primary before cloning, since clones copy it.
 pub fn pg_hba(cluster: &Cluster) -> String {
     let mut s = String::from(
         "# Written by pgrepl: only the cluster's own addresses, always with a password (SCRAM).\n\
          # TYPE  DATABASE     USER          ADDRESS              METHOD\n",
     );
-    for h in cluster.hosts() {
-        let cidr = if h.is_ipv4() {
-            format!("{h}/32")
-        } else {
-            format!("{h}/128")
-        };
+    if cluster.runtime.local_socket() {
+        writeln!(
+            s,
+            "local   all          postgres                           peer map={IDENT_MAP}"
+        )
+        .unwrap();
+    }
+    for cidr in cluster.runtime.hba_networks(&cluster.spec.nodes) {
         let user = &cluster.spec.cluster.replication_user;
         writeln!(
             s,
@@ -93,6 +103,23 @@ pub fn pg_hba(cluster: &Cluster) -> String {
         .unwrap();
     }
     s
+}
+
+/// The user map of pg_hba's local line: root and the OS user may connect as `postgres`.
+/// None when the runtime gives nodes no local socket.
+pub fn pg_ident(cluster: &Cluster) -> Option<String> {
+    if !cluster.runtime.local_socket() {
+        return None;
+    }
+    let mut s = String::from(
+        "# Written by pgrepl: who may connect as postgres over the local socket.\n\
+         # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n",
+    );
+    let os_user = cluster.os_user_name();
+    for user in ["root", os_user.as_str()] {
+        writeln!(s, "{IDENT_MAP:<9}  {user:<15}  postgres").unwrap();
+    }
+    Some(s)
 }
 
 /// Makes a fresh initdb'd data directory include pgrepl's files.

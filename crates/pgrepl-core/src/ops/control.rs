@@ -5,13 +5,14 @@ use futures::future::try_join_all;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
+use crate::node;
 use crate::ops::{standby, Outcome};
-use crate::postgres::server::StopMode;
 use crate::progress::Progress;
+use crate::runtime::StopMode;
 
 pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
     let spec = cluster.node(node)?;
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     if !server.exists() {
         return Err(Error::Precondition(format!(
             "'{node}' has no data directory yet: create it with `pgrepl up`{}",
@@ -24,10 +25,14 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
                 .unwrap_or_default()
         )));
     }
-    if server.is_running() {
+    if server.is_running().await {
         return Ok(Outcome::AlreadyDone(format!("{node} is already running")));
     }
-    standby::check_port_free(spec)?;
+    cluster.runtime.preflight(spec)?;
+    cluster
+        .runtime
+        .prepare(&cluster.spec.nodes, progress)
+        .await?;
     progress.step(&format!("starting {node}"));
     server.start().await?;
     if server.data.join("standby.signal").exists() {
@@ -45,9 +50,8 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
 }
 
 pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
-    cluster.node(node)?;
-    let server = cluster.server(node);
-    if !server.is_running() {
+    let server = cluster.server(node)?;
+    if !server.is_running().await {
         return Ok(Outcome::AlreadyDone(format!("{node} is already stopped")));
     }
     progress.step(&format!("stopping {node}"));
@@ -56,8 +60,7 @@ pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
 }
 
 pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
-    cluster.node(node)?;
-    if cluster.server(node).crash().await? {
+    if cluster.server(node)?.kill().await? {
         Ok(Outcome::Done(format!(
             "{node} killed (SIGKILL of the postmaster and all its backends)"
         )))
@@ -66,16 +69,20 @@ pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
     }
 }
 
-/// Stops every running node, in parallel.
-pub async fn down(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcome>> {
-    try_join_all(
+/// Stops every running node, in parallel, then removes what the runtime made for them
+/// (`purge`: for good, the data goes too).
+pub async fn down(cluster: &Cluster, purge: bool, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+    let mut outcomes = try_join_all(
         cluster
             .spec
             .nodes
             .iter()
             .map(|n| stop(cluster, &n.name, progress)),
     )
-    .await
+    .await?;
+    let removed = cluster.runtime.teardown(&cluster.spec.nodes, purge).await?;
+    outcomes.extend(removed.into_iter().map(Outcome::Done));
+    Ok(outcomes)
 }
 
 /// What `down --purge` would delete, for the confirmation prompt.
@@ -87,7 +94,7 @@ pub fn purge_summary(cluster: &Cluster) -> Option<String> {
         .spec
         .nodes
         .iter()
-        .filter(|n| cluster.server(&n.name).exists())
+        .filter(|n| node::has_data(&cluster.data_dir(&n.name)))
         .map(|n| n.name.as_str())
         .collect();
     Some(format!(
@@ -105,16 +112,13 @@ pub fn purge_summary(cluster: &Cluster) -> Option<String> {
 
 /// Deletes the cluster's directory. Nodes must be stopped first.
 pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
-    if let Some(n) = cluster
-        .spec
-        .nodes
-        .iter()
-        .find(|n| cluster.server(&n.name).is_running())
-    {
-        return Err(Error::Precondition(format!(
-            "'{}' is still running: stop it first",
-            n.name
-        )));
+    for n in &cluster.spec.nodes {
+        if cluster.is_running(&n.name).await {
+            return Err(Error::Precondition(format!(
+                "'{}' is still running: stop it first",
+                n.name
+            )));
+        }
     }
     if !cluster.dir.exists() {
         return Ok(Outcome::AlreadyDone(format!(

@@ -231,7 +231,7 @@ pub async fn failover(
         promoted.took.as_secs_f64()
     ));
 
-    let old_port = cluster.node(&old)?.port;
+    cluster.node(&old)?;
     let others: Vec<String> = candidates
         .iter()
         .map(|c| c.name.clone())
@@ -241,7 +241,7 @@ pub async fn failover(
                 &p.name == n
                     && p.position
                         .as_ref()
-                        .is_some_and(|x| x.sender_port == Some(i32::from(old_port)))
+                        .is_some_and(|x| cluster.streams_from(x, &old))
             });
             followed_old
                 || cluster

@@ -5,7 +5,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::ops::{config, Outcome};
 use crate::postgres::queries;
 use crate::progress::Progress;
-use crate::secrets::{self, Secrets};
+use crate::secrets::Secrets;
 
 /// Initializes `node` as the primary: initdb (checksums on) when there is no data yet, the
 /// replication settings, the replication role with a generated password, pg_hba limited to
@@ -18,7 +18,7 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
             cluster.spec.root().name
         )));
     }
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     let mut done = Vec::new();
 
     if !server.exists() {
@@ -28,15 +28,10 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
                 Some(s) => s,
                 None => Secrets::generate(),
             };
-        secrets.write(
-            &cluster.passfile(),
-            &cluster.hosts(),
-            &cluster.spec.cluster.replication_user,
-            &cluster.runner,
-        )?;
+        cluster.write_passfile(&secrets)?;
         progress.step(&format!("initdb {node}"));
         let pwfile = cluster.dir.join(".initdb-pw");
-        secrets::write_private(&pwfile, &secrets.superuser, &cluster.runner)?;
+        cluster.write_file(&pwfile, &secrets.superuser)?;
         let res = server.initdb(&pwfile).await;
         let _ = std::fs::remove_file(&pwfile);
         res?;
@@ -46,13 +41,16 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
             &config::cluster_conf(cluster),
         )?;
         cluster.write_file(&server.data.join("pg_hba.conf"), &config::pg_hba(cluster))?;
+        if let Some(ident) = config::pg_ident(cluster) {
+            cluster.write_file(&server.data.join("pg_ident.conf"), &ident)?;
+        }
         config::write_node_files(cluster, spec, &server.data)?;
         done.push(format!(
             "initialized {} (data checksums on)",
             server.data.display()
         ));
     }
-    if !server.is_running() {
+    if !server.is_running().await {
         progress.step(&format!("starting {node}"));
         server.start().await?;
         done.push("started it".into());

@@ -1,12 +1,12 @@
 //! `pgrepl sql NODE "SQL" --timeout`: run a statement; when it does not finish in time, find
 //! out what it was waiting on, cancel it, and report everything the server said.
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::cluster::Cluster;
+pub use crate::error::Blocked;
 use crate::error::{pg_message, Error, Result, ResultExt};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -17,43 +17,6 @@ pub struct SqlOutput {
     pub affected: Option<u64>,
     /// WARNINGs and NOTICEs the server sent.
     pub notices: Vec<String>,
-}
-
-/// A statement that did not finish in time, and what we learned about why.
-#[derive(Debug, Clone)]
-pub struct Blocked {
-    pub node: String,
-    pub after: Duration,
-    pub wait_event_type: Option<String>,
-    pub wait_event: Option<String>,
-    /// A plain-language account of the wait, where we can give one.
-    pub explanation: Option<String>,
-    /// What the server said when the statement was cancelled.
-    pub notices: Vec<String>,
-    pub cancel_result: String,
-}
-
-impl fmt::Display for Blocked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let wait = match (&self.wait_event_type, &self.wait_event) {
-            (Some(t), Some(e)) => format!("{t}:{e}"),
-            (None, Some(e)) => e.clone(),
-            _ => "nothing (it was running)".into(),
-        };
-        write!(
-            f,
-            "the statement on {} did not finish within {} and was cancelled; it was waiting on {wait}",
-            self.node,
-            humantime::format_duration(self.after)
-        )?;
-        if let Some(x) = &self.explanation {
-            write!(f, "\n{x}")?;
-        }
-        for n in &self.notices {
-            write!(f, "\nPostgreSQL said after the cancel: {n}")?;
-        }
-        write!(f, "\nafter the cancel: {}", self.cancel_result)
-    }
 }
 
 pub async fn run(

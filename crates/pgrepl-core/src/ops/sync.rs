@@ -2,8 +2,6 @@
 //! 21_disable_sync_replication.sql), always on whichever node is primary now: after a
 //! failover the lab's scripts would configure a node that is no longer the primary.
 
-pub mod bench;
-
 use std::time::Duration;
 
 use serde::Serialize;
@@ -187,13 +185,10 @@ pub fn locate(cluster: &Cluster, probes: &[Probe], primary: &str, name: &str) ->
     } else if let Some(n) = spec {
         let probe = probes.iter().find(|p| p.name == n.name);
         // Where it streams from now; else where the spec sends it, if that node is a standby.
-        let observed = probe.and_then(|p| p.position.as_ref()).and_then(|pos| {
-            let port = u16::try_from(pos.sender_port?).ok()?;
-            cluster
-                .spec
-                .node_at(pos.sender_host.as_deref()?, port)
-                .map(|u| u.name.clone())
-        });
+        let observed = probe
+            .and_then(|p| p.position.as_ref())
+            .and_then(|pos| cluster.sender(pos))
+            .map(|u| u.name.clone());
         let intended = n.upstream.clone().filter(|u| {
             probes
                 .iter()
@@ -253,7 +248,11 @@ pub fn for_primary(sync: &SyncSpec, own: &str) -> Option<SyncSpec> {
 /// ALTER SYSTEM, reloads, and waits until the primary's pg_stat_replication shows it.
 /// One statement at a time: ALTER SYSTEM refuses to run in the implicit transaction of a
 /// multi-statement query.
-async fn configure(c: &Client, primary: &str, sync: Option<&SyncSpec>) -> Result<Vec<Downstream>> {
+pub(crate) async fn configure(
+    c: &Client,
+    primary: &str,
+    sync: Option<&SyncSpec>,
+) -> Result<Vec<Downstream>> {
     let setting = sync
         .map(SyncSpec::standby_names_setting)
         .unwrap_or_default();

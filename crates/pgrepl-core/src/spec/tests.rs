@@ -188,3 +188,17 @@ fn parses_synchronous_standby_names_like_postgres() {
     );
     assert_eq!(parse_standby_names(""), None);
 }
+
+#[test]
+fn runtime_is_written_only_when_not_local() {
+    let s = lab();
+    assert!(!s.to_toml().contains("runtime"), "{}", s.to_toml());
+    let mut d = lab();
+    d.cluster.runtime = RuntimeKind::Docker;
+    assert!(d.to_toml().contains("runtime = \"docker\""));
+    let back = ClusterSpec::parse(&d.to_toml(), Path::new("x.toml")).unwrap();
+    assert_eq!(back.cluster.runtime, RuntimeKind::Docker);
+    assert_eq!("netns".parse::<RuntimeKind>().unwrap(), RuntimeKind::Netns);
+    let e = "vm".parse::<RuntimeKind>().unwrap_err().to_string();
+    assert!(e.contains("local, netns, docker"), "{e}");
+}

@@ -12,7 +12,7 @@ use crate::observe::topology;
 use crate::progress::Progress;
 use crate::spec::{SyncMethod, SyncSpec};
 
-use super::{apply_to_primary, configure, DEFAULT_STANDBYS};
+use crate::ops::sync::{apply_to_primary, configure, DEFAULT_STANDBYS};
 
 const DATABASE: &str = "pgrepl_bench";
 /// From the cheapest wait to the dearest: the standby has the WAL in memory, on disk,
