@@ -71,7 +71,7 @@ pub fn supersedes(other: &Facts, node: &Facts) -> bool {
 
 /// The node whose history every other known history leads to: the most recent primary, or
 /// the node that will hold its data. None when no path is known.
-pub fn newest<'a>(facts: &'a [Facts]) -> Option<&'a Facts> {
+pub fn newest(facts: &[Facts]) -> Option<&Facts> {
     facts
         .iter()
         .filter(|f| f.path.is_some())
