@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod crashpoint;
 pub mod drill;
 pub mod error;
 pub mod node;

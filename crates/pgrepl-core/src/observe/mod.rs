@@ -1,5 +1,6 @@
 //! Reading a cluster's state back from PostgreSQL: roles, timelines, positions, lag.
 
+pub mod authority;
 pub mod lineage;
 pub mod status;
 pub mod topology;

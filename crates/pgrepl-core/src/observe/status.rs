@@ -239,10 +239,11 @@ fn diverged_from(
     spec: &crate::spec::NodeSpec,
 ) -> (bool, Option<String>) {
     let end = match (state, &p.position) {
-        (State::Running, Some(x)) => x
-            .timeline
+        (State::Running, Some(x)) => p
+            .path
+            .clone()
             .zip(x.replay_lsn)
-            .map(|(tli, end)| WalEnd { tli, end }),
+            .map(|(path, end)| WalEnd { path, end }),
         (State::Stopped, _) => lineage::stopped_end(p),
         _ => return (false, None),
     };
@@ -250,31 +251,31 @@ fn diverged_from(
         // Stopped after a crash: its WAL end is unknown, and crash recovery would write past
         // the fork point anyway.
         let tli = p.timeline().unwrap_or(0);
-        return if tli < h.tli {
+        return if tli < h.tli() {
             (
                 true,
                 Some(format!(
                     "crashed on timeline {tli} (the primary is on {}): needs rejoin (`pgrepl rejoin {} --upstream {}`)",
-                    h.tli, p.name, h.node
+                    h.tli(), p.name, h.node
                 )),
             )
         } else {
             (false, None)
         };
     };
-    match h.lineage(end) {
+    match h.lineage(&end) {
         Lineage::Diverged { fork, past_by } => (
             true,
             Some(format!(
                 "diverged: {past_by} bytes of timeline {} past {fork}, where the primary's timeline {} forked off: needs rejoin (`pgrepl rejoin {} --upstream {}`)",
-                end.tli, h.tli, p.name, h.node
+                end.tli(), h.tli(), p.name, h.node
             )),
         ),
         Lineage::Unrelated => (
             true,
             Some(format!(
                 "its timeline {} is not in the primary's history: needs rejoin (`pgrepl rejoin {} --upstream {} --reclone`)",
-                end.tli, p.name, h.node
+                end.tli(), p.name, h.node
             )),
         ),
         Lineage::Follows { fork: Some(_) }
@@ -286,7 +287,7 @@ fn diverged_from(
                 false,
                 Some(format!(
                     "on timeline {}, not streaming; it has not diverged: `pgrepl standby follow {} --upstream {}`",
-                    end.tli, spec.name, h.node
+                    end.tli(), spec.name, h.node
                 )),
             )
         }

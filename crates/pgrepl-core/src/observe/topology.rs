@@ -6,6 +6,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::postgres::queries::{self, Downstream, Position};
 use crate::postgres::server::ControlData;
+use crate::postgres::timeline::{self, TimelinePath};
 
 /// What one node says about itself. A node that is down is a probe, not an error.
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub struct Probe {
     pub control: Option<ControlData>,
     /// For a stopped node: the timeline of its newest WAL segment.
     pub wal_timeline: Option<u32>,
+    /// The node's timeline and its history: asked of a running node, read from a stopped
+    /// node's pg_wal.
+    pub path: Option<TimelinePath>,
     pub error: Option<String>,
 }
 
@@ -30,6 +34,14 @@ impl Probe {
     pub fn is_standby(&self) -> bool {
         self.position.as_ref().is_some_and(|p| p.in_recovery)
     }
+    /// The database system this node's data belongs to (initdb's identifier, kept by clones).
+    pub fn system_id(&self) -> Option<u64> {
+        match &self.position {
+            Some(p) => p.system_id,
+            None => self.control.as_ref().and_then(|c| c.system_id),
+        }
+    }
+
     pub fn timeline(&self) -> Option<u32> {
         match &self.position {
             Some(p) => p.timeline,
@@ -54,12 +66,14 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         sync: None,
         control: None,
         wal_timeline: None,
+        path: None,
         error: None,
     };
     if !p.running {
         if let Some(server) = server.ok().filter(|s| s.exists()) {
             p.control = server.controldata().await.ok();
             p.wal_timeline = server.newest_wal_timeline();
+            p.path = timeline::path_on_disk(&server.data);
         }
         return p;
     }
@@ -71,7 +85,15 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         }
     };
     match queries::position(&client).await {
-        Ok(pos) => p.position = Some(pos),
+        Ok(pos) => {
+            if let Some(tli) = pos.timeline {
+                p.path = timeline::read_history(&client, tli)
+                    .await
+                    .ok()
+                    .map(|h| TimelinePath::new(tli, h));
+            }
+            p.position = Some(pos);
+        }
         Err(e) => p.error = Some(e.to_string()),
     }
     p.downstreams = queries::downstreams(&client).await.unwrap_or_default();

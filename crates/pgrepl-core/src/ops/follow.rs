@@ -64,7 +64,7 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
                 "{node} was not shut down cleanly, so where its WAL ends is unknown: rejoin it with `pgrepl rejoin {node} --upstream {upstream}`"
             )));
         };
-        if let Some(why) = lineage::cannot_follow(node, &history, end) {
+        if let Some(why) = lineage::cannot_follow(node, &history, &end) {
             return Err(Error::Precondition(why));
         }
         queries::ensure_slot(&up, &slot).await?;
@@ -94,7 +94,7 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
         )));
     }
     if let Some(end) = lineage::running_end(&c).await? {
-        if let Some(why) = lineage::cannot_follow(node, &history, end) {
+        if let Some(why) = lineage::cannot_follow(node, &history, &end) {
             return Err(Error::Precondition(why));
         }
     }

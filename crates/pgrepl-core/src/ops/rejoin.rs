@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
-use crate::observe::lineage::{self, History};
+use crate::observe::lineage::{self, History, WalEnd};
 use crate::observe::topology;
 use crate::ops::{config, follow, standby, wait, Outcome};
-use crate::postgres::timeline::{self, Lineage};
+use crate::postgres::timeline::{self, Lineage, TimelinePath};
 use crate::postgres::{queries, Lsn};
 use crate::progress::Progress;
 use crate::runtime::StopMode;
@@ -152,7 +152,7 @@ async fn rejoin_inner(
         let pos = queries::position(&c).await?;
         if pos.in_recovery && !reclone {
             let end = lineage::running_end(&c).await?;
-            let diverged = end.and_then(|e| lineage::cannot_follow(node, history, e));
+            let diverged = end.and_then(|e| lineage::cannot_follow(node, history, &e));
             if diverged.is_none() {
                 // Not diverged: a repoint is all it takes (and "already" when it streams).
                 return match follow::repoint(cluster, node, progress).await? {
@@ -204,21 +204,27 @@ async fn rejoin_inner(
         None
     };
     let tli = end
-        .map(|e| e.tli)
+        .as_ref()
+        .map(WalEnd::tli)
         .or_else(|| server.newest_wal_timeline())
         .or(control.checkpoint_timeline)
         .unwrap_or(1);
-    let fork = match timeline::lineage(
-        &history.entries,
-        history.tli,
-        tli,
-        end.map(|e| e.end).unwrap_or(Lsn(u64::MAX)),
-    ) {
+    // After a crash the end of WAL is unknown: compare as if it went on for ever, so that any
+    // fork on its path counts as passed.
+    let node_path = match &end {
+        Some(e) => e.path.clone(),
+        None => probe
+            .path
+            .clone()
+            .unwrap_or_else(|| TimelinePath::new(tli, Vec::new())),
+    };
+    let node_end = end.as_ref().map(|e| e.end).unwrap_or(Lsn(u64::MAX));
+    let fork = match timeline::lineage(&history.path, &node_path, node_end) {
         Lineage::Ahead | Lineage::Unrelated => {
             return Err(Error::Precondition(format!(
                 "pg_rewind cannot bring {node} back: its timeline {tli} is {} {upstream}'s history (timeline {}); re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`",
-                if tli > history.tli { "newer than" } else { "not in" },
-                history.tli
+                if tli > history.tli() { "newer than" } else { "not in" },
+                history.tli()
             )))
         }
         Lineage::Follows { .. } if clean => {

@@ -17,6 +17,8 @@ fn lsn(row: &Row, col: &str) -> Option<Lsn> {
 pub struct Position {
     pub in_recovery: bool,
     pub server_version_num: i32,
+    /// initdb's identifier of the database system (pg_control_system()).
+    pub system_id: Option<u64>,
     /// Primary: from the current WAL file's name (pg_control's checkpoint timeline lags
     /// behind for a while after a promotion). Standby: the received timeline, else that of
     /// the newest WAL segment it holds.
@@ -37,6 +39,7 @@ pub async fn position(c: &Client) -> Result<Position> {
         .query_one(
             "SELECT pg_is_in_recovery() AS rec,
                     current_setting('server_version_num')::int AS ver,
+                    (SELECT system_identifier FROM pg_control_system())::text AS sysid,
                     CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS cur,
                     CASE WHEN NOT pg_is_in_recovery()
                          THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS cur_tli,
@@ -68,6 +71,9 @@ pub async fn position(c: &Client) -> Result<Position> {
     Ok(Position {
         in_recovery,
         server_version_num: row.get("ver"),
+        system_id: row
+            .get::<_, Option<String>>("sysid")
+            .and_then(|s| s.parse().ok()),
         timeline: timeline.map(|t| t as u32),
         current_lsn: lsn(&row, "cur"),
         receive_lsn: lsn(&row, "recv"),

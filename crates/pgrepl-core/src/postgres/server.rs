@@ -11,6 +11,8 @@ use crate::postgres::{timeline, Lsn};
 pub struct ControlData {
     /// `shut down`, `shut down in recovery`, `in production`, `in archive recovery`, ...
     pub state: String,
+    /// initdb's identifier of the database system; every clone keeps it.
+    pub system_id: Option<u64>,
     pub checkpoint_lsn: Option<Lsn>,
     pub checkpoint_timeline: Option<u32>,
     pub min_recovery_lsn: Option<Lsn>,
@@ -29,6 +31,7 @@ impl ControlData {
             let v = v.trim();
             match k.trim() {
                 "Database cluster state" => c.state = v.to_string(),
+                "Database system identifier" => c.system_id = v.parse().ok(),
                 "Latest checkpoint location" => c.checkpoint_lsn = v.parse().ok(),
                 "Latest checkpoint's TimeLineID" => c.checkpoint_timeline = v.parse().ok(),
                 "Minimum recovery ending location" => c.min_recovery_lsn = v.parse().ok(),
@@ -65,7 +68,8 @@ mod tests {
     #[test]
     fn parses_controldata() {
         let c = ControlData::parse(
-            "Database cluster state:               in archive recovery\n\
+            "Database system identifier:           7442281797235735552\n\
+             Database cluster state:               in archive recovery\n\
              Latest checkpoint location:           0/3000080\n\
              Latest checkpoint's TimeLineID:       2\n\
              Minimum recovery ending location:     0/3000100\n\
@@ -73,6 +77,7 @@ mod tests {
              Data page checksum version:           1\n",
         );
         assert_eq!(c.state, "in archive recovery");
+        assert_eq!(c.system_id, Some(7442281797235735552));
         assert_eq!(c.checkpoint_lsn, Some(Lsn(0x3000080)));
         assert_eq!(c.checkpoint_timeline, Some(2));
         assert!(c.checksums);
