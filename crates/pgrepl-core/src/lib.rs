@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod cluster_dir;
 pub mod drill;
 pub mod error;
 pub mod observe;
