@@ -81,11 +81,20 @@ impl Conn {
                 what: format!("a statement on {} failed", self.node),
                 source,
             }),
-            Err(_) => Err(Error::NotAnswering {
-                node: self.node.clone(),
-                doing: "a statement".into(),
-                after: bound,
-            }),
+            Err(_) => {
+                // A server that is alive but slow would otherwise go on with a statement
+                // nobody waits for. The cancel request is itself a connection that a frozen
+                // server never answers: it is bounded, and not waited for.
+                let token = self.client.cancel_token();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CONNECT_BOUND, token.cancel_query(NoTls)).await;
+                });
+                Err(Error::NotAnswering {
+                    node: self.node.clone(),
+                    doing: "a statement".into(),
+                    after: bound,
+                })
+            }
         }
     }
 
