@@ -99,12 +99,11 @@ async fn open(opts: &Options) -> Result<Cluster> {
     Ok(Cluster::open(opts, false, &Spinner::new()).await?)
 }
 
+/// For every command that changes something: the cluster file is read under the lock.
 pub(crate) async fn open_locked(
     opts: &Options,
 ) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
-    let cluster = open(opts).await?;
-    let lock = cluster.lock()?;
-    Ok((cluster, lock))
+    Ok(Cluster::open_locked(opts, false, &Spinner::new()).await?)
 }
 
 fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
@@ -155,8 +154,7 @@ async fn up(opts: &Options) -> Result<ExitCode> {
         );
     }
     let spinner = Spinner::new();
-    let cluster = Cluster::open(opts, true, &spinner).await?;
-    let _lock = cluster.lock()?;
+    let (cluster, _lock) = Cluster::open_locked(opts, true, &spinner).await?;
     let started = std::time::Instant::now();
     let outcomes = ops::up::up(&cluster, &spinner).await?;
     drop(spinner);
@@ -183,7 +181,7 @@ async fn up(opts: &Options) -> Result<ExitCode> {
 async fn down(opts: &Options, a: DownArgs) -> Result<ExitCode> {
     let (cluster, _lock) = open_locked(opts).await?;
     if a.purge {
-        let Some(summary) = ops::control::purge_summary(&cluster) else {
+        let Some(summary) = ops::control::purge_summary(&cluster)? else {
             println!("cluster '{}' has no data: nothing to purge", cluster.name());
             return Ok(ExitCode::SUCCESS);
         };
@@ -243,11 +241,14 @@ async fn status(opts: &Options, a: StatusArgs) -> Result<ExitCode> {
 }
 
 async fn load_wal(opts: &Options, a: LoadWalArgs) -> Result<ExitCode> {
-    if a.mb == 0 {
-        bail!("--mb must be at least 1");
-    }
-    let cluster = open(opts).await?;
-    let report = ops::load::wal(&cluster, a.mb, &Spinner::new()).await?;
+    let (cluster, _lock) = open_locked(opts).await?;
+    // Listening from now on: a Ctrl-C before the load's first statement must not kill the
+    // process with its table half made.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let ctrl_c = async move {
+        sigint.recv().await;
+    };
+    let report = ops::load::wal(&cluster, a.mb, &Spinner::new(), ctrl_c).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

@@ -1,17 +1,15 @@
 //! A cluster as pgrepl works on it: the spec, where its files are, which PostgreSQL runs it,
 //! and as whom.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio_postgres::Client;
-
-use crate::error::{Error, Result, ResultExt};
+use crate::cluster_dir;
+pub use crate::cluster_dir::ClusterLock;
+use crate::error::{Error, Result};
 use crate::node::Server;
 use crate::postgres::binaries::{self, Wanted};
-use crate::postgres::conn::{self, ConnParams, Session};
+use crate::postgres::conn::{self, Conn, ConnParams, Session};
 use crate::postgres::queries::Position;
 use crate::postgres::PgInstall;
 use crate::progress::Progress;
@@ -58,6 +56,10 @@ impl Cluster {
         let spec_path = absolute(&opts.config);
         let spec_dir = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let dir = cluster_dir(&spec, &spec_path);
+        crate::spec::validate_data_path(&dir)?;
+        for w in spec.warnings() {
+            tracing::warn!("{w}");
+        }
         let wanted =
             Wanted::from_settings(opts.pg_bin.as_deref(), &spec.cluster.postgres, &spec_dir)?;
         let pg = binaries::resolve(&wanted, provision, &runner, progress).await?;
@@ -144,14 +146,9 @@ impl Cluster {
             .await
     }
 
-    /// Creates the cluster directory (owned by the OS user, 0700) after checking that user
-    /// can reach it.
-    pub async fn ensure_dir(&self) -> Result<()> {
-        let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        self.check_reachable().await?;
-        std::fs::create_dir_all(parent).what(|| format!("cannot create {}", parent.display()))?;
-        self.runner.check_reachable(parent).await?;
-        self.create_dirs()
+    /// A directory that belongs to the OS user, mode 0700 (a data directory, a clone's staging).
+    pub fn create_private_dir(&self, dir: &Path) -> Result<()> {
+        self.runner.create_private_dir(dir)
     }
 
     /// The name of the OS user PostgreSQL runs as.
@@ -159,10 +156,10 @@ impl Cluster {
         self.runner.os_user_name()
     }
 
-    /// The cluster directory and its log directory, private to the OS user.
-    fn create_dirs(&self) -> Result<()> {
-        self.runner.create_private_dir(&self.dir)?;
-        self.runner.create_private_dir(&self.dir.join("log"))
+    /// Makes the cluster directory pgrepl's (see [`cluster_dir::claim`]): created, or taken
+    /// over when empty, or refused when it holds anything else.
+    pub async fn ensure_dir(&self) -> Result<()> {
+        cluster_dir::claim(&self.dir, self.name(), &self.runner).await
     }
 
     pub fn secrets(&self) -> Result<Secrets> {
@@ -194,18 +191,19 @@ impl Cluster {
     pub fn superuser_params(&self, node: &NodeSpec, secrets: &Secrets) -> ConnParams {
         let at = self.runtime.client_endpoint(node);
         ConnParams {
+            node: node.name.clone(),
             host: at.host,
             port: at.port,
             user: SUPERUSER.into(),
             password: secrets.superuser.clone(),
             dbname: "postgres".into(),
             application_name: "pgrepl".into(),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: conn::CONNECT_BOUND,
         }
     }
 
-    /// A superuser connection to a node.
-    pub async fn connect(&self, node: &str) -> Result<Client> {
+    /// A superuser connection to a node, every exchange on it bounded.
+    pub async fn connect(&self, node: &str) -> Result<Conn> {
         let n = self.node(node)?;
         conn::connect(&self.superuser_params(n, &self.secrets()?))
             .await
@@ -301,26 +299,30 @@ impl Cluster {
         self.spec.save(&self.spec_path)
     }
 
-    /// Serializes commands on one cluster: two at once (say a rejoin and a switchover) could
-    /// wreck it.
-    pub fn lock(&self) -> Result<ClusterLock> {
-        self.create_dirs()?;
-        let path = self.dir.join(".lock");
-        let file = File::create(&path).what(|| format!("cannot create {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(ClusterLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Precondition(format!(
-                "another pgrepl command is working on cluster '{}' (it holds {}): wait for it to finish",
-                self.name(),
-                path.display()
-            ))),
-            Err(std::fs::TryLockError::Error(e)) => Err(e).what(|| format!("cannot lock {}", path.display())),
+    /// Takes the cluster's lock, then reads the cluster file: a command that read it before
+    /// another command saved it would work from, and save, a stale topology.
+    pub async fn open_locked(
+        opts: &Options,
+        provision: bool,
+        progress: &dyn Progress,
+    ) -> Result<(Cluster, ClusterLock)> {
+        let runner = Runner::new(opts.os_user.as_deref())?;
+        // The file names the directory that holds the lock: read it once to find the lock,
+        // and again under it.
+        let first = ClusterSpec::load(&opts.config)?;
+        let dir = cluster_dir(&first, &opts.config);
+        crate::spec::validate_data_path(&dir)?;
+        let lock = cluster_dir::lock(&dir, &first.cluster.name, &runner).await?;
+        let spec = ClusterSpec::load(&opts.config)?;
+        if cluster_dir(&spec, &opts.config) != dir || spec.cluster.name != first.cluster.name {
+            return Err(Error::Precondition(format!(
+                "{} changed its cluster name or data_dir while this command started: run it again",
+                opts.config.display()
+            )));
         }
+        let cluster = Self::with_spec(spec, opts, provision, progress).await?;
+        Ok((cluster, lock))
     }
-}
-
-pub struct ClusterLock {
-    _file: File,
 }
 
 fn with_node(e: Error, node: &str) -> Error {

@@ -37,11 +37,24 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A node that does not answer in time (frozen, overloaded, or its machine gone): a
+    /// running server always answers within the bound.
+    #[error("{node} is not answering: no reply within {} while {doing} (is it frozen, or overloaded?)", humantime::format_duration(*after))]
+    NotAnswering {
+        node: String,
+        doing: String,
+        after: std::time::Duration,
+    },
+
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
         what: String,
         after: std::time::Duration,
     },
+
+    /// The user interrupted the operation (Ctrl-C); the message says what was left as it was.
+    #[error("{0}")]
+    Interrupted(String),
 
     /// A statement that did not finish in time; it was cancelled.
     #[error("{0}")]
@@ -73,6 +86,33 @@ impl<T> ResultExt<T> for std::result::Result<T, tokio_postgres::Error> {
             what: what(),
             source,
         })
+    }
+}
+
+/// For results of pgrepl's own bounded connections: the description replaces the generic one
+/// of a failed statement, and says what a node that did not answer was doing.
+impl<T> ResultExt<T> for std::result::Result<T, Error> {
+    fn what(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| match e {
+            Error::Sql { source, .. } => Error::Sql {
+                what: what(),
+                source,
+            },
+            Error::NotAnswering { node, after, .. } => Error::NotAnswering {
+                node,
+                doing: as_attempt(&what()),
+                after,
+            },
+            other => other,
+        })
+    }
+}
+
+/// "cannot read X" -> "trying to read X".
+fn as_attempt(what: &str) -> String {
+    match what.strip_prefix("cannot ") {
+        Some(rest) => format!("trying to {rest}"),
+        None => what.to_string(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod cluster_dir;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;

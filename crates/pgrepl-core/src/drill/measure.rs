@@ -227,7 +227,7 @@ async fn node_rows(cluster: &Cluster, node: &str, target: Lsn) -> NodeRows {
             out.rows = Some(r.get(0));
             out.checksum = Some(r.get(1));
         }
-        Err(e) => out.note = Some(crate::error::pg_message(&e)),
+        Err(e) => out.note = Some(e.to_string()),
     }
     out
 }

@@ -14,8 +14,11 @@ use crate::postgres::Lsn;
 pub enum State {
     Running,
     Stopped,
-    /// The postmaster runs but does not answer (starting, frozen, or refusing us).
+    /// The postmaster runs but refuses us (starting up, shutting down, or a login error).
     Unreachable,
+    /// The postmaster runs but does not answer in time: frozen, or overloaded.
+    #[serde(rename = "not answering")]
+    NotAnswering,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -126,6 +129,8 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
             let client = cluster.runtime.client_endpoint(spec);
             let state = if !p.running {
                 State::Stopped
+            } else if p.not_answering {
+                State::NotAnswering
             } else if p.position.is_none() {
                 State::Unreachable
             } else {

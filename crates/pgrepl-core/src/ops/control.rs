@@ -4,7 +4,8 @@
 use futures::future::try_join_all;
 
 use crate::cluster::Cluster;
-use crate::error::{Error, Result, ResultExt};
+use crate::cluster_dir::{self, PurgePlan};
+use crate::error::{Error, Result};
 use crate::node;
 use crate::ops::{standby, Outcome};
 use crate::progress::Progress;
@@ -85,11 +86,17 @@ pub async fn down(cluster: &Cluster, purge: bool, progress: &dyn Progress) -> Re
     Ok(outcomes)
 }
 
-/// What `down --purge` would delete, for the confirmation prompt.
-pub fn purge_summary(cluster: &Cluster) -> Option<String> {
-    if !cluster.dir.exists() {
-        return None;
-    }
+fn purge_plan(cluster: &Cluster) -> Result<Option<PurgePlan>> {
+    let nodes: Vec<&str> = cluster.spec.nodes.iter().map(|n| n.name.as_str()).collect();
+    cluster_dir::purge_plan(&cluster.dir, cluster.name(), &nodes)
+}
+
+/// What `down --purge` would delete, for the confirmation prompt; None when there is
+/// nothing.
+pub fn purge_summary(cluster: &Cluster) -> Result<Option<String>> {
+    let Some(plan) = purge_plan(cluster)? else {
+        return Ok(None);
+    };
     let nodes: Vec<&str> = cluster
         .spec
         .nodes
@@ -97,20 +104,38 @@ pub fn purge_summary(cluster: &Cluster) -> Option<String> {
         .filter(|n| node::has_data(&cluster.data_dir(&n.name)))
         .map(|n| n.name.as_str())
         .collect();
-    Some(format!(
-        "this deletes cluster '{}' for good: {} ({} MB, data of {}), its logs and its passwords",
+    let size: u64 = plan.delete.iter().map(|p| dir_size(p)).sum();
+    Ok(Some(format!(
+        "this deletes cluster '{}' for good: what pgrepl created in {} ({} MB, data of {}), its logs and its passwords{}",
         cluster.name(),
         cluster.dir.display(),
-        dir_size(&cluster.dir) / (1024 * 1024),
+        size / (1024 * 1024),
         if nodes.is_empty() {
             "no node".to_string()
         } else {
             nodes.join(", ")
-        }
-    ))
+        },
+        foreign_note(&plan)
+    )))
 }
 
-/// Deletes the cluster's directory. Nodes must be stopped first.
+fn foreign_note(plan: &PurgePlan) -> String {
+    if plan.foreign.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; files pgrepl did not create are kept ({})",
+        names(&plan.foreign)
+    )
+}
+
+fn names(paths: &[std::path::PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
+/// Deletes what pgrepl created in the cluster's directory, and the directory when nothing
+/// else is in it and pgrepl created it. Nodes must be stopped first.
 pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
     for n in &cluster.spec.nodes {
         if cluster.is_running(&n.name).await {
@@ -120,22 +145,38 @@ pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
             )));
         }
     }
-    if !cluster.dir.exists() {
+    let Some(plan) = purge_plan(cluster)? else {
         return Ok(Outcome::AlreadyDone(format!(
             "cluster '{}' has no data to purge",
             cluster.name()
         )));
+    };
+    let dir = &cluster.dir;
+    if !cluster_dir::purge(dir, &plan)? {
+        return Ok(Outcome::Done(if plan.foreign.is_empty() {
+            format!(
+                "deleted what pgrepl created in {}; kept the directory itself, which pgrepl did not create",
+                dir.display()
+            )
+        } else {
+            format!(
+                "deleted what pgrepl created in {}; kept the directory and what pgrepl did not create in it: {}",
+                dir.display(),
+                names(&plan.foreign)
+            )
+        }));
     }
-    std::fs::remove_dir_all(&cluster.dir)
-        .what(|| format!("cannot delete {}", cluster.dir.display()))?;
     // The default `.pgrepl/` holder goes too once it holds no other cluster.
-    if let Some(parent) = cluster.dir.parent().filter(|p| p.ends_with(".pgrepl")) {
+    if let Some(parent) = dir.parent().filter(|p| p.ends_with(".pgrepl")) {
         let _ = std::fs::remove_dir(parent);
     }
-    Ok(Outcome::Done(format!("deleted {}", cluster.dir.display())))
+    Ok(Outcome::Done(format!("deleted {}", dir.display())))
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
+    if p.is_file() {
+        return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    }
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {

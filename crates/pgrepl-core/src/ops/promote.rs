@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use crate::postgres::conn::Conn;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
@@ -26,7 +26,7 @@ pub struct Promoted {
 /// Promotes the standby behind `c` and returns once it accepts writes. pg_promote(wait =>
 /// true) checks only every 100 ms; asking pg_is_in_recovery() ourselves shortens the write
 /// gap of a switchover.
-pub async fn promote_now(c: &Client, node: &str) -> Result<Promoted> {
+pub async fn promote_now(c: &Conn, node: &str) -> Result<Promoted> {
     let started = Instant::now();
     c.execute("SELECT pg_promote(wait => false)", &[])
         .await

@@ -275,7 +275,7 @@ async fn rejoin_inner(
     cluster
         .connect(upstream)
         .await?
-        .batch_execute("CHECKPOINT")
+        .batch_execute_within("CHECKPOINT", crate::postgres::conn::SLOW_BOUND)
         .await
         .what(|| format!("cannot checkpoint {upstream}"))?;
 

@@ -8,6 +8,7 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 use crate::cluster::Cluster;
 pub use crate::error::Blocked;
 use crate::error::{pg_message, Error, Result, ResultExt};
+use crate::postgres::conn::Conn;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SqlOutput {
@@ -26,14 +27,15 @@ pub async fn run(
     timeout: Option<Duration>,
 ) -> Result<SqlOutput> {
     let mut session = cluster.connect_session(node).await?;
-    let client = &session.client;
-    let pid: i32 = client
+    let conn = &session.conn;
+    let pid: i32 = conn
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .what(|| "cannot read the backend pid".into())?
         .get(0);
-    let cancel = client.cancel_token();
-    let fut = client.simple_query(sql);
+    let cancel = conn.cancel_token();
+    // The user's statement may rightly run long: only --timeout bounds it.
+    let fut = conn.unbounded().simple_query(sql);
     tokio::pin!(fut);
     let result = match timeout {
         None => fut.await,
@@ -126,6 +128,6 @@ async fn diagnose(
 }
 
 /// Why a commit waits for synchronous replication, in words a student can follow.
-pub async fn explain_syncrep(cluster: &Cluster, c: &tokio_postgres::Client, node: &str) -> String {
+pub async fn explain_syncrep(cluster: &Cluster, c: &Conn, node: &str) -> String {
     crate::ops::sync::explain_wait(cluster, c, node).await
 }

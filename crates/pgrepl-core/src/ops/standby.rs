@@ -55,6 +55,9 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         std::fs::remove_dir_all(&staging)
             .what(|| format!("cannot remove the stale {}", staging.display()))?;
     }
+    // Made by us for the OS user, who may not create directories in a cluster directory
+    // pgrepl took over.
+    cluster.create_private_dir(&staging)?;
     progress.step(&format!("pg_basebackup {node} from {upstream}"));
     let up_spec = cluster.node(&upstream)?;
     let mut cmd = cluster.runtime.command(&spec, "pg_basebackup");

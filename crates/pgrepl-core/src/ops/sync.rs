@@ -4,14 +4,15 @@
 
 use std::time::Duration;
 
+use crate::postgres::conn::Conn;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::topology::{self, Probe};
 use crate::ops::wait;
 use crate::postgres::queries::{self, Downstream};
+use crate::postgres::quote;
 use crate::progress::Progress;
 use crate::spec::{parse_standby_names, validate_sync_names, ClusterSpec, SyncMethod, SyncSpec};
 
@@ -249,7 +250,7 @@ pub fn for_primary(sync: &SyncSpec, own: &str) -> Option<SyncSpec> {
 /// One statement at a time: ALTER SYSTEM refuses to run in the implicit transaction of a
 /// multi-statement query.
 pub(crate) async fn configure(
-    c: &Client,
+    c: &Conn,
     primary: &str,
     sync: Option<&SyncSpec>,
 ) -> Result<Vec<Downstream>> {
@@ -259,13 +260,13 @@ pub(crate) async fn configure(
     let statements = match sync {
         Some(s) => [
             format!(
-                "ALTER SYSTEM SET synchronous_standby_names = '{}'",
-                setting.replace('\'', "''")
+                "ALTER SYSTEM SET synchronous_standby_names = {}",
+                quote::literal(&setting)
             ),
             match &s.commit {
                 Some(level) => format!(
-                    "ALTER SYSTEM SET synchronous_commit = '{}'",
-                    crate::spec::parse_commit_level(level)?
+                    "ALTER SYSTEM SET synchronous_commit = {}",
+                    quote::literal(crate::spec::parse_commit_level(level)?)
                 ),
                 None => "ALTER SYSTEM RESET synchronous_commit".into(),
             },
@@ -520,7 +521,7 @@ fn standby_rows(
 
 /// Why a commit on `primary` waits for synchronous replication: the setting, and each
 /// standby it waits for with where that standby is now.
-pub async fn explain_wait(cluster: &Cluster, c: &Client, primary: &str) -> String {
+pub async fn explain_wait(cluster: &Cluster, c: &Conn, primary: &str) -> String {
     let names = queries::show(c, "synchronous_standby_names")
         .await
         .unwrap_or_default();

@@ -85,7 +85,16 @@ impl Runtime for LocalRuntime {
     }
 
     fn hba_networks(&self, nodes: &[NodeSpec]) -> Vec<String> {
-        let mut hosts: Vec<IpAddr> = nodes.iter().map(|n| n.host).collect();
+        // A node listening on every interface (0.0.0.0, ::) is reached from this machine, so
+        // from the loopback address.
+        let mut hosts: Vec<IpAddr> = nodes
+            .iter()
+            .map(|n| match n.host {
+                IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+                h => h,
+            })
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use moves::default_slot;
-pub use validate::{validate_slot_name, validate_sync_names};
+pub use validate::{validate_data_path, validate_name, validate_slot_name, validate_sync_names};
 
 pub const DEFAULT_FILE: &str = "pgrepl.toml";
 /// Below Linux's ephemeral port range (32768-60999), where an outgoing connection could take a
@@ -304,6 +304,20 @@ impl ClusterSpec {
         self.nodes
             .iter()
             .filter(move |n| n.upstream.as_deref() == Some(upstream))
+    }
+
+    /// What is allowed but probably not meant: a node listening on every interface.
+    pub fn warnings(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.host.is_unspecified())
+            .map(|n| {
+                format!(
+                    "node '{}' has host {}: it listens on every interface of this machine, not only where the cluster reaches it; give it one address (e.g. 127.0.0.1) unless that is what you want",
+                    n.name, n.host
+                )
+            })
+            .collect()
     }
 
     /// Standbys in an order where each comes after its upstream, grouped in waves that can
