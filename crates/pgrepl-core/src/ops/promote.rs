@@ -151,16 +151,17 @@ pub(crate) fn newer_history_refusal(candidate: &Facts, newer: &[&Facts], force: 
         .iter()
         .max_by_key(|f| (tli(f), f.end))
         .expect("not empty");
-    let advice = if newest.running && newest.standby {
-        format!(
-            "promote it instead (`pgrepl failover --to {n}` or `pgrepl promote {n}`)",
-            n = newest.name
-        )
-    } else {
-        format!(
-            "start {n} (`pgrepl start {n}`): it holds the newest history",
-            n = newest.name
-        )
+    let n = &newest.name;
+    let advice = match (newest.running, newest.standby) {
+        _ if newest.primary => format!("{n} is running as the primary: keep it"),
+        (true, true) => format!("promote {n} instead (`pgrepl failover --to {n}`)"),
+        (false, true) => format!(
+            "start {n} (`pgrepl start {n}`) and promote it instead (`pgrepl failover --to {n}`)"
+        ),
+        (false, false) => {
+            format!("start {n} (`pgrepl start {n}`): it is the newest primary")
+        }
+        (true, false) => format!("wait until {n} answers: it may be the newest primary"),
     };
     Error::Precondition(format!(
         "{} {} on a newer history than {c}: timeline {} began after {c}'s timeline {}, so promoting {c} would start yet another history and discard that one, commits acknowledged there included; {advice}; `{force}` promotes {c} anyway and discards it",

@@ -175,25 +175,32 @@ pub async fn slots(c: &Conn) -> Result<Vec<Slot>> {
 }
 
 /// Creates a physical slot unless it exists. `immediately_reserve` so that WAL from now on is
-/// kept for the standby that will use it.
+/// kept for the standby that will use it. A slot that lost its WAL (max_slot_wal_keep_size)
+/// can serve nobody any more, not even a fresh clone: it is made again.
 pub async fn ensure_slot(c: &Conn, slot: &str) -> Result<bool> {
-    let created = c
-        .query_one(
-            "SELECT count(*) = 0 AS missing FROM pg_replication_slots WHERE slot_name = $1",
+    let found = c
+        .query(
+            "SELECT wal_status = 'lost' AND NOT active FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
-        .what(|| format!("cannot look up slot {slot}"))?
-        .get::<_, bool>(0);
-    if created {
-        c.execute(
-            "SELECT pg_create_physical_replication_slot($1, true)",
-            &[&slot],
-        )
-        .await
-        .what(|| format!("cannot create slot {slot}"))?;
+        .what(|| format!("cannot look up slot {slot}"))?;
+    match found.first().map(|r| r.get::<_, Option<bool>>(0)) {
+        Some(Some(true)) => {
+            c.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                .await
+                .what(|| format!("cannot drop slot {slot}, which lost its WAL"))?;
+        }
+        Some(_) => return Ok(false),
+        None => {}
     }
-    Ok(created)
+    c.execute(
+        "SELECT pg_create_physical_replication_slot($1, true)",
+        &[&slot],
+    )
+    .await
+    .what(|| format!("cannot create slot {slot}"))?;
+    Ok(true)
 }
 
 /// Sessions waiting for synchronous replication, and the oldest wait's age.
