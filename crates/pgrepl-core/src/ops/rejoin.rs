@@ -172,8 +172,14 @@ fn refuse_wrong_target(
     let (me, up) = (fact(node), fact(upstream));
     let probe = probes.iter().find(|p| p.name == node).expect("probed");
 
-    // A primary is rejoined to a newer primary only: the stale side of a split brain.
-    if probe.is_primary() && !force && (up_pos.in_recovery || !authority::supersedes(up, me)) {
+    // A primary is rejoined only as the stale side of a split brain: another primary was
+    // promoted after it, and the upstream is on that newer history (the primary itself, or
+    // one of its standbys).
+    let newer_primary = probes
+        .iter()
+        .any(|p| p.is_primary() && p.name != node && authority::supersedes(fact(&p.name), me));
+    let stale_side = newer_primary && authority::supersedes(up, me);
+    if probe.is_primary() && !force && !stale_side {
         let what = if !up_pos.in_recovery {
             format!("{upstream} is a primary too, and no promotion after {node}'s put it ahead")
         } else if cluster.streams_from(up_pos, node) {

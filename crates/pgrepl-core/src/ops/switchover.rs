@@ -166,6 +166,13 @@ async fn resume_stopped(
     }
     let probes = topology::probe_all(cluster).await;
     let t = probes.iter().find(|p| p.name == target).expect("probed");
+    if t.running && t.position.is_none() {
+        // It may have been promoted: giving the old primary its role back could make two.
+        return Err(Error::Precondition(format!(
+            "{target} runs but does not answer ({}): whether the interrupted switchover promoted it is unknown; once it answers, run `pgrepl switchover --to {target}` again",
+            t.error.as_deref().unwrap_or("no reply")
+        )));
+    }
     if !t.is_standby() {
         let facts = authority::of_probes(cluster, &probes);
         let fact = |n: &str| facts.iter().find(|f| f.name == n).expect("probed");

@@ -199,8 +199,18 @@ fn decide(
     journal: Option<&Journal>,
     candidates: &[Candidate],
     sync_required: bool,
+    force: bool,
 ) -> Result<Decision> {
     let auto = || choose(candidates, sync_required);
+    let chosen_before = journal.filter(|j| candidates.iter().any(|c| c.name == j.target));
+    if let (Some(t), Some(j)) = (to, chosen_before) {
+        if t != j.target && !force {
+            return Err(Error::Precondition(format!(
+                "an interrupted failover chose {} and may have begun to promote it: promoting {t} as well could make two primaries; run `pgrepl failover` to complete that failover (then `pgrepl switchover --to {t}`), or `pgrepl failover --to {t} --force`",
+                j.target
+            )));
+        }
+    }
     if let Some(t) = to {
         return Ok(Decision {
             node: t.to_string(),
@@ -213,7 +223,7 @@ fn decide(
             },
         });
     }
-    if let Some(j) = journal.filter(|j| candidates.iter().any(|c| c.name == j.target)) {
+    if let Some(j) = chosen_before {
         return Ok(Decision {
             node: j.target.clone(),
             reason: "an interrupted failover chose it (and may have begun its promotion)".into(),
@@ -285,7 +295,7 @@ async fn promote_best(
     // Everything that can refuse is checked before the fence, the first change. The fence
     // changes positions only, not histories, so the choice made now stands on the same one.
     let facts = authority::of_probes(cluster, probes);
-    let provisional = decide(to, journal.as_ref(), &before, sync.required)?;
+    let provisional = decide(to, journal.as_ref(), &before, sync.required, force)?;
     refuse_newer(&provisional.node, &before, &facts, force)?;
     let followers = followers_of(cluster, probes, &old, &provisional.node);
 
@@ -313,7 +323,7 @@ async fn promote_best(
     // Positions once nothing more can arrive.
     let probes = topology::probe_all(cluster).await;
     let after = candidates(&probes, &sync);
-    let decision = decide(to, journal.as_ref(), &after, sync.required)?;
+    let decision = decide(to, journal.as_ref(), &after, sync.required, force)?;
     let target = decision.node.clone();
     if !after.iter().any(|c| c.name == target) {
         return Err(Error::Precondition(format!(
