@@ -108,6 +108,15 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     if as_standby == spec.upstream.is_some() {
         config::write_node_files(cluster, &spec, &server.data)?;
     }
+    if let (true, Some(up)) = (as_standby, &spec.upstream) {
+        // Its slot on the upstream (a demoted primary never had one there). Best effort: an
+        // upstream that is down gets it when the standby is repointed or rejoined.
+        if let Ok(c) = cluster.connect(up).await {
+            if let Err(e) = queries::ensure_slot(&c, &spec.slot_or_default()).await {
+                tracing::debug!(node, upstream = %up, error = %e, "could not create the slot");
+            }
+        }
+    }
     crate::crashpoint::reached("start: settings written");
     progress.step(&format!("starting {node}"));
     server.start().await?;
