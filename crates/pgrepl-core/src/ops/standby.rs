@@ -196,13 +196,11 @@ pub async fn wait_streaming_from(
     timeout: Duration,
 ) -> Result<()> {
     let server = cluster.server(node)?;
-    let up_name = match upstream {
-        Some(u) => u.name.clone(),
-        None => cluster.node(node)?.upstream.clone().ok_or_else(|| {
-            Error::Precondition(format!(
-                "{node} is the primary in the cluster file: it streams from nobody"
-            ))
-        })?,
+    // Without one named, the cluster file's; a node the file makes the primary is waited on
+    // for whichever node its walreceiver names (a caller with an older view of the file).
+    let named = match upstream {
+        Some(u) => Some(u.name.clone()),
+        None => cluster.node(node)?.upstream.clone(),
     };
     let app = cluster.node(node)?.application_name().to_string();
     let deadline = std::time::Instant::now() + timeout;
@@ -211,11 +209,23 @@ pub async fn wait_streaming_from(
         if mine.is_none() {
             mine = cluster.connect(node).await.ok();
         }
+        let up_name = match &named {
+            Some(n) => Some(n.clone()),
+            None => match &mine {
+                Some(c) => queries::position(c)
+                    .await
+                    .ok()
+                    .and_then(|p| cluster.sender(&p).map(|n| n.name.clone())),
+                None => None,
+            },
+        };
         if theirs.is_none() {
-            theirs = cluster.connect(&up_name).await.ok();
+            if let Some(u) = &up_name {
+                theirs = cluster.connect(u).await.ok();
+            }
         }
-        if let (Some(c), Some(u)) = (&mine, &theirs) {
-            match streaming_state(cluster, c, u, &up_name, &app).await {
+        if let (Some(c), Some(u), Some(up_name)) = (&mine, &theirs, &up_name) {
+            match streaming_state(cluster, c, u, up_name, &app).await {
                 Ok(Some(true)) => return Ok(()),
                 Ok(Some(false)) => {}
                 Ok(None) => {
@@ -229,7 +239,11 @@ pub async fn wait_streaming_from(
         if std::time::Instant::now() >= deadline {
             return Err(Error::Command {
                 what: format!(
-                    "{node} did not start streaming from {up_name} within {}s",
+                    "{node} did not start streaming{} within {}s",
+                    named
+                        .as_deref()
+                        .map(|u| format!(" from {u}"))
+                        .unwrap_or_default(),
                     timeout.as_secs()
                 ),
                 detail: format!(
