@@ -194,3 +194,18 @@ pub async fn run(what: &str, cmd: &mut Command) -> Result<std::process::Output> 
     }
     Ok(out)
 }
+
+/// Makes a program die with pgrepl (SIGKILL when its parent goes): for steps whose output is
+/// thrown away when pgrepl is killed halfway (initdb, pg_basebackup into a staging directory),
+/// so that a rerun never races an orphan writing into the directory it starts afresh. Not for
+/// pg_rewind, which must be allowed to finish. The setting survives exec but not a change of
+/// user: it is set last, after the switch to the OS user.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
