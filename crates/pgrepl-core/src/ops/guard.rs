@@ -128,6 +128,15 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         && standby::wait_streaming_for(cluster, node, STANDBY_SETTLE)
             .await
             .is_ok();
+    if !streaming && !server.is_running().await {
+        return Err(Error::Command {
+            what: format!("starting {node}"),
+            detail: format!(
+                "it stopped right after it started\n--- last lines of its log ---\n{}",
+                server.log_tail(15).await
+            ),
+        });
+    }
     Ok(Started::Standby { note, streaming })
 }
 
