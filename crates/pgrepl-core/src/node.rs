@@ -80,10 +80,12 @@ impl Server {
                 "--locale=C",
                 "--data-checksums",
                 "--wal-segsize=1",
+                // One syncfs afterwards instead of an fsync per file: half of initdb's time.
+                "--no-sync",
             ])
             .arg(format!("--pwfile={}", pwfile.display()));
         runtime::run("initdb", &mut cmd).await?;
-        Ok(())
+        runtime::sync_filesystem(into)
     }
 
     pub async fn controldata(&self) -> Result<ControlData> {

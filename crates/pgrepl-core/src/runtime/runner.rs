@@ -209,3 +209,17 @@ pub fn die_with_parent(cmd: &mut Command) {
         });
     }
 }
+
+/// Flushes the whole file system that holds `path` to disk (syncfs): one call instead of the
+/// fsync of every file that initdb and pg_basebackup would otherwise do, most of their time on
+/// this kind of disk. As durable: nothing uses the directory before this returns.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = std::fs::File::open(path).map_err(|e| Error::Io {
+        what: format!("cannot open {} to sync it", path.display()),
+        source: e,
+    })?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| Error::Io {
+        what: format!("cannot sync the file system of {}", path.display()),
+        source: e.into(),
+    })
+}
