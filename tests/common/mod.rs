@@ -243,6 +243,74 @@ impl TestCluster {
         }
     }
 
+    /// The superuser's password, read from the cluster's passfile (tests connect directly,
+    /// not through pgrepl).
+    pub fn superuser_password(&self) -> String {
+        std::fs::read_to_string(self.cluster_dir().join("pgpass"))
+            .expect("the cluster has a passfile")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let f: Vec<&str> = l.splitn(5, ':').collect();
+                (f.len() == 5 && f[3] == "postgres").then(|| f[4].to_string())
+            })
+            .expect("the passfile has the superuser's password")
+    }
+
+    /// Where pgrepl reaches a node from the host, as the cluster file and runtime say.
+    pub fn endpoint(&self, node: &str) -> (String, u16) {
+        let n = self.node_status(node);
+        (
+            n["host"].as_str().expect("host").to_string(),
+            n["port"].as_u64().expect("port") as u16,
+        )
+    }
+
+    /// Whether a direct libpq connection to `node` can write: the proof of who is a primary,
+    /// independent of what pgrepl reports.
+    pub fn accepts_writes(&self, node: &str) -> bool {
+        let (host, port) = self.endpoint(node);
+        let password = self.superuser_password();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.host(&host)
+                .port(port)
+                .user("postgres")
+                .password(password)
+                .dbname("postgres")
+                .connect_timeout(std::time::Duration::from_secs(3));
+            let bound = std::time::Duration::from_secs(5);
+            let Ok(Ok((client, conn))) =
+                tokio::time::timeout(bound, cfg.connect(tokio_postgres::NoTls)).await
+            else {
+                return false;
+            };
+            tokio::spawn(conn);
+            let write = client.batch_execute(
+                "CREATE TABLE IF NOT EXISTS pgrepl_write_probe (x int); INSERT INTO pgrepl_write_probe VALUES (1)",
+            );
+            matches!(tokio::time::timeout(bound, write).await, Ok(Ok(())))
+        })
+    }
+
+    /// The nodes that accept a direct write: exactly one, or the cluster is in trouble.
+    pub fn writable_nodes(&self) -> Vec<String> {
+        let names: Vec<String> = self.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect();
+        names
+            .into_iter()
+            .filter(|n| self.accepts_writes(n))
+            .collect()
+    }
+
     pub fn data_dir(&self, node: &str) -> PathBuf {
         self.cluster_dir().join(node)
     }

@@ -69,10 +69,10 @@ async fn one_run(
     let pwfile = cluster.dir.join(".bench-pw");
     cluster.write_file(&pwfile, "bench-only-password")?;
     let root = cluster.spec.root();
-    let mut bare = cluster.server(&root.name)?;
-    bare.data = cluster.dir.join("bare-initdb");
+    let bare = cluster.server(&root.name)?;
     let t = Instant::now();
-    bare.initdb(&pwfile).await?;
+    bare.initdb(&cluster.dir.join("bare-initdb"), &pwfile)
+        .await?;
     let initdb = t.elapsed();
 
     // One bare clone from the running primary, fast checkpoint, WAL streamed.

@@ -288,6 +288,8 @@ async fn sync_stall(cluster: &Cluster) -> Option<String> {
 
 /// The cluster as a run needs it: one primary, every node running, every standby streaming.
 async fn ready(cluster: &Cluster) -> Result<String> {
+    // Runs change the topology (and save it): who follows whom is in the file as it is now.
+    let cluster = &cluster.reloaded()?;
     let primary = topology::current_primary(cluster).await?;
     for n in &cluster.spec.nodes {
         if !cluster.is_running(&n.name).await {

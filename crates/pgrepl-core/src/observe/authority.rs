@@ -132,8 +132,9 @@ pub fn foreign_systems(facts: &[Facts]) -> Vec<(&str, u64)> {
 /// How a node that is down may be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartAs {
-    /// As the primary: nothing supersedes it and the cluster file names it.
-    Primary,
+    /// As the primary: nothing supersedes it, and the cluster file names it, or names a node
+    /// it superseded (the file is stale: the note says so).
+    Primary { note: Option<String> },
     /// As a standby (its settings and standby.signal written from the cluster file first).
     /// The note says why, when the data alone would have started it as a primary.
     Standby { note: Option<String> },
@@ -204,7 +205,14 @@ pub fn start_as(
             &format!("{} was promoted after it (timeline {})", s.name, s.tli()),
             rejoin(&s.name),
         ),
-        (None, None) if spec_root == name => StartAs::Primary,
+        (None, None) if spec_root == name => StartAs::Primary { note: None },
+        (None, None) if others.iter().any(|o| o.name == spec_root && supersedes(node, o)) => {
+            StartAs::Primary {
+                note: Some(format!(
+                    "the cluster file names {spec_root} the primary, but {name} was promoted after it: {name} is the newest primary; `pgrepl failover` records it in the cluster file and repoints the standbys"
+                )),
+            }
+        }
         (None, None) => {
             let ahead_of_upstream = upstream
                 .and_then(|u| others.iter().find(|o| o.name == u))
@@ -279,7 +287,10 @@ mod tests {
     fn the_named_primary_starts_as_primary_when_nothing_superseded_it() {
         let pg0 = f("pg0", 1, "", Some("0/6000000"));
         let others = [standby(f("pg1", 1, "", Some("0/6000000")))];
-        assert_eq!(start_as(&pg0, "pg0", None, &others), StartAs::Primary);
+        assert_eq!(
+            start_as(&pg0, "pg0", None, &others),
+            StartAs::Primary { note: None }
+        );
     }
 
     #[test]
@@ -315,10 +326,15 @@ mod tests {
         // failover promoted pg1 and was killed before saving the file; then pg1 stopped.
         let pg1 = f("pg1", 2, TL2, Some("0/5100000"));
         let pg0 = f("pg0", 1, "", Some("0/5000000"));
-        match start_as(&pg0, "pg0", None, &[pg1]) {
+        match start_as(&pg0, "pg0", None, std::slice::from_ref(&pg1)) {
             StartAs::Refuse(m) => assert!(m.contains("start pg1"), "{m}"),
             other => panic!("{other:?}"),
         }
+        // And pg1, which the stale file makes a standby of pg0, starts as the primary.
+        assert!(matches!(
+            start_as(&pg1, "pg0", Some("pg0"), &[pg0]),
+            StartAs::Primary { note: Some(_) }
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::cluster::Cluster;
+use crate::observe::authority;
 use crate::observe::lineage::{self, History, WalEnd};
 use crate::observe::topology::{self, Probe};
 use crate::postgres::timeline::Lineage;
@@ -84,12 +85,12 @@ pub async fn status(cluster: &Cluster) -> ClusterStatus {
     let probes = topology::probe_all(cluster).await;
     // The primary's timeline history tells a node that can still follow it from one that
     // has gone past the fork point.
-    let history = match topology::pick_primary(cluster, &probes) {
-        Some(p) if p.timeline().unwrap_or(1) > 1 => {
-            lineage::history_of(cluster, &p.name).await.ok()
-        }
-        _ => None,
-    };
+    let history = topology::pick_primary(cluster, &probes).and_then(|p| {
+        Some(History {
+            node: p.name.clone(),
+            path: p.path.clone()?,
+        })
+    });
     build(cluster, &probes, history.as_ref())
 }
 
@@ -109,6 +110,11 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
             if primaries.len() == 2 { "are both" } else { "are all" },
             primary.map(|p| p.name.as_str()).unwrap_or("?"),
             primary.map(|p| p.name.as_str()).unwrap_or("?"),
+        ));
+    } else if let Some(stale) = primary.filter(|q| superseded(q, probes)) {
+        warnings.push(format!(
+            "{} runs as the primary, but other nodes are on a newer timeline history: its data is older than theirs; make the newest of them the primary (`pgrepl failover --force`) and rejoin {} (`pgrepl rejoin {} --upstream NODE`)",
+            stale.name, stale.name, stale.name
         ));
     } else if primaries.is_empty() {
         warnings.push(
@@ -162,12 +168,35 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
                 (Some(pl), Some(r)) if !is_current_primary => Some(pl.bytes_after(r)),
                 _ => None,
             };
+            let foreign = !is_current_primary
+                && primary
+                    .and_then(Probe::system_id)
+                    .zip(p.system_id())
+                    .is_some_and(|(a, b)| a != b);
             let (needs_rejoin, note) = match history {
+                _ if foreign => (
+                    true,
+                    Some(format!(
+                        "its data belongs to another database system than the primary's: needs `pgrepl rejoin {} --upstream {} --reclone`",
+                        p.name,
+                        primary.map(|q| q.name.as_str()).unwrap_or("?")
+                    )),
+                ),
                 Some(h) if !is_current_primary && !p.is_primary() => {
                     diverged_from(h, p, state, spec)
                 }
                 _ => divergence(p, primary_tli, is_current_primary, state),
             };
+            // The walreceiver says "streaming" from its start, before it has connected; the
+            // upstream's pg_stat_replication says whether WAL flows.
+            let note = note.or_else(|| {
+                let up = upstream.as_deref()?;
+                let receiving = pos?.receiver_status.as_deref() == Some("streaming");
+                let up_answers = probes.iter().any(|q| q.name == up && q.position.is_some());
+                (receiving && up_answers && seen_by_upstream.is_none()).then(|| {
+                    format!("not streaming: its walreceiver is trying {up}, which does not list it (see `pgrepl logs {}`)", p.name)
+                })
+            });
             NodeStatus {
                 name: spec.name.clone(),
                 host: client.host,
@@ -364,4 +393,18 @@ pub fn sync_satisfied(names: &str, downstreams: &[crate::postgres::queries::Down
 
 fn confirms(d: &crate::postgres::queries::Downstream) -> bool {
     matches!(d.sync_state.as_deref(), Some("sync") | Some("quorum"))
+}
+
+/// Whether another node's history has moved on from `primary`'s: a promotion it never saw.
+fn superseded(primary: &Probe, probes: &[Probe]) -> bool {
+    let facts: Vec<authority::Facts> = probes
+        .iter()
+        .map(|p| authority::Facts::from_probe(p, false))
+        .collect();
+    let Some(me) = facts.iter().find(|f| f.name == primary.name) else {
+        return false;
+    };
+    facts
+        .iter()
+        .any(|o| o.name != me.name && authority::supersedes(o, me))
 }

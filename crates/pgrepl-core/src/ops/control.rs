@@ -7,7 +7,7 @@ use crate::cluster::Cluster;
 use crate::cluster_dir::{self, PurgePlan};
 use crate::error::{Error, Result};
 use crate::node;
-use crate::ops::{standby, Outcome};
+use crate::ops::{guard, Outcome};
 use crate::progress::Progress;
 use crate::runtime::StopMode;
 
@@ -29,25 +29,8 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     if server.is_running().await {
         return Ok(Outcome::AlreadyDone(format!("{node} is already running")));
     }
-    cluster.runtime.preflight(spec)?;
-    cluster
-        .runtime
-        .prepare(&cluster.spec.nodes, progress)
-        .await?;
-    progress.step(&format!("starting {node}"));
-    server.start().await?;
-    if server.data.join("standby.signal").exists() {
-        // A standby is up when it streams; say so if it does not (its upstream may be down).
-        if let Err(e) =
-            standby::wait_streaming_for(cluster, node, std::time::Duration::from_secs(10)).await
-        {
-            return Ok(Outcome::Done(format!(
-                "{node} started, but is not streaming yet: {e}"
-            )));
-        }
-        return Ok(Outcome::Done(format!("{node} started and streaming")));
-    }
-    Ok(Outcome::Done(format!("{node} started")))
+    let started = guard::start(cluster, node, progress).await?;
+    Ok(Outcome::Done(started.describe(node)))
 }
 
 pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod failover;
 pub mod follow;
+pub mod guard;
 pub mod journal;
 pub mod load;
 pub mod primary;

@@ -2,7 +2,7 @@
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
-use crate::ops::{config, Outcome};
+use crate::ops::{config, guard, Outcome};
 use crate::postgres::conn::Conn;
 use crate::postgres::{queries, quote};
 use crate::progress::Progress;
@@ -23,6 +23,7 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
     let mut done = Vec::new();
 
     if !server.exists() {
+        refuse_to_replace_held_data(cluster, node)?;
         cluster.ensure_dir().await?;
         let secrets =
             match Secrets::load(&cluster.passfile(), &cluster.spec.cluster.replication_user)? {
@@ -30,34 +31,57 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
                 None => Secrets::generate(),
             };
         cluster.write_passfile(&secrets)?;
+        // initdb works in a staging directory renamed into place once configured: an `up`
+        // killed halfway leaves no data directory that could start with initdb's defaults.
+        let staging = cluster.dir.join(format!(".{node}.init"));
+        let pwfile = cluster.dir.join(format!(".{node}.init-pw"));
+        for leftover in [&pwfile, &cluster.dir.join(".initdb-pw")] {
+            remove_if_present(leftover)?;
+        }
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .what(|| format!("cannot remove the stale {}", staging.display()))?;
+        }
         progress.step(&format!("initdb {node}"));
-        let pwfile = cluster.dir.join(".initdb-pw");
-        cluster.write_file(&pwfile, &secrets.superuser)?;
+        // initdb stores what it is given as the superuser's password; given a SCRAM verifier it
+        // stores that as is: the password itself is never written anywhere but the passfile.
+        let verifier = postgres_protocol::password::scram_sha_256(secrets.superuser.as_bytes());
+        cluster.write_file(&pwfile, &verifier)?;
         // Made by us for the OS user: the cluster directory may be one pgrepl took over and
         // left as it was, where that user cannot create directories.
-        cluster.create_private_dir(&server.data)?;
-        let res = server.initdb(&pwfile).await;
+        cluster.create_private_dir(&staging)?;
+        let res = server.initdb(&staging, &pwfile).await;
         let _ = std::fs::remove_file(&pwfile);
         res?;
-        config::add_includes(&server.data)?;
+        crate::crashpoint::reached("primary init: initdb done");
+        config::add_includes(&staging)?;
         cluster.write_file(
-            &server.data.join(config::CLUSTER_CONF),
+            &staging.join(config::CLUSTER_CONF),
             &config::cluster_conf(cluster),
         )?;
-        cluster.write_file(&server.data.join("pg_hba.conf"), &config::pg_hba(cluster))?;
+        cluster.write_file(&staging.join("pg_hba.conf"), &config::pg_hba(cluster))?;
         if let Some(ident) = config::pg_ident(cluster) {
-            cluster.write_file(&server.data.join("pg_ident.conf"), &ident)?;
+            cluster.write_file(&staging.join("pg_ident.conf"), &ident)?;
         }
-        config::write_node_files(cluster, spec, &server.data)?;
+        config::write_node_files(cluster, spec, &staging)?;
+        std::fs::rename(&staging, &server.data)
+            .what(|| format!("cannot move {} into place", staging.display()))?;
+        crate::crashpoint::reached("primary init: data directory in place");
         done.push(format!(
             "initialized {} (data checksums on)",
             server.data.display()
         ));
     }
     if !server.is_running().await {
-        progress.step(&format!("starting {node}"));
-        server.start().await?;
-        done.push("started it".into());
+        match guard::start(cluster, node, progress).await? {
+            guard::Started::Primary { .. } => done.push("started it".into()),
+            standby @ guard::Started::Standby { .. } => {
+                return Err(Error::Precondition(format!(
+                    "{}; `primary init` applies to a primary",
+                    standby.describe(node).replace('\n', "; ")
+                )))
+            }
+        }
     }
 
     let client = cluster.connect(node).await?;
@@ -121,4 +145,34 @@ async fn create_role(cluster: &Cluster, client: &Conn, user: &str, password: &st
         .what(|| format!("cannot create role {user}"));
     let _ = std::fs::remove_file(&file);
     res
+}
+
+/// A primary without data whose standbys hold the cluster's data must not be initialized
+/// afresh: it would be an empty primary of another database system that none of them can
+/// follow, and `status` would have to untangle it.
+fn refuse_to_replace_held_data(cluster: &Cluster, node: &str) -> Result<()> {
+    let holders: Vec<&str> = cluster
+        .spec
+        .nodes
+        .iter()
+        .filter(|n| n.name != node && crate::node::has_data(&cluster.data_dir(&n.name)))
+        .map(|n| n.name.as_str())
+        .collect();
+    let Some(first) = holders.first() else {
+        return Ok(());
+    };
+    Err(Error::Precondition(format!(
+        "{node} has no data directory, but {} {} the cluster's data: initializing {node} afresh would make an empty primary that none of them can follow; make one of them the primary (`pgrepl start {first}` then `pgrepl failover --to {first}`, or `pgrepl promote {first}` if it runs), then rebuild {node} from it with `pgrepl rejoin {node} --upstream {first} --reclone`",
+        holders.join(", "),
+        if holders.len() == 1 { "holds" } else { "hold" }
+    )))
+}
+
+fn remove_if_present(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).what(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::node;
-use crate::ops::{config, Outcome};
+use crate::ops::{config, guard, Outcome};
+use crate::postgres::conn::Conn;
 use crate::postgres::queries;
 use crate::progress::Progress;
 use crate::runtime;
@@ -26,8 +27,12 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     let server = cluster.server(node)?;
     if server.exists() {
         if !server.is_running().await {
-            progress.step(&format!("starting {node}"));
-            server.start().await?;
+            let started = guard::start(cluster, node, progress).await?;
+            if matches!(started, guard::Started::Primary { .. }) {
+                return Err(Error::Precondition(format!(
+                    "{node} started as a primary: the cluster file makes it a standby of {upstream}, but its data is the newest primary's; make the cluster file agree (`pgrepl failover` records the running primary)"
+                )));
+            }
             wait_streaming(cluster, node).await?;
             return Ok(Outcome::Done(format!(
                 "{node}: started; streaming from {upstream}"
@@ -61,9 +66,11 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     progress.step(&format!("pg_basebackup {node} from {upstream}"));
     let up_spec = cluster.node(&upstream)?;
     let mut cmd = cluster.runtime.command(&spec, "pg_basebackup");
+    runtime::die_with_parent(&mut cmd);
     cmd.arg("-D")
         .arg(&staging)
-        .args(["-X", "stream", "-c", "fast"])
+        // One syncfs afterwards instead of an fsync per file.
+        .args(["-X", "stream", "-c", "fast", "--no-sync"])
         .arg(format!(
             "--dbname={}",
             cluster.tool_conninfo(
@@ -81,11 +88,14 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         &mut cmd,
     )
     .await?;
+    runtime::sync_filesystem(&staging)?;
+    crate::crashpoint::reached("clone: base backup taken");
     // Settings copied from the upstream (port, who to follow) are replaced by this node's.
     // (pg_basebackup leaves out the upstream's lock file and postmaster.opts.)
     config::write_node_files(cluster, &spec, &staging)?;
     std::fs::rename(&staging, &server.data)
         .what(|| format!("cannot move the clone to {}", server.data.display()))?;
+    crate::crashpoint::reached("clone: data directory in place");
 
     progress.step(&format!("starting {node}"));
     server.start().await?;
@@ -175,8 +185,12 @@ pub async fn wait_streaming_for(cluster: &Cluster, node: &str, timeout: Duration
     wait_streaming_from(cluster, node, None, timeout).await
 }
 
-/// Waits until the standby streams, from `upstream` when given (after a repoint the old
-/// walreceiver may still be streaming from the previous upstream for a moment).
+/// Waits until the standby streams from `upstream` (the cluster file's upstream when None):
+/// the upstream's pg_stat_replication shows it streaming, and its walreceiver names that
+/// upstream as its sender. The walreceiver alone says "streaming" as soon as it starts, before
+/// it has connected, also when the upstream refuses it (another database system, a timeline
+/// it cannot follow): only the upstream's side proves that WAL flows. A standby of another
+/// database system fails at once.
 pub async fn wait_streaming_from(
     cluster: &Cluster,
     node: &str,
@@ -184,37 +198,87 @@ pub async fn wait_streaming_from(
     timeout: Duration,
 ) -> Result<()> {
     let server = cluster.server(node)?;
+    // Without one named, the cluster file's; a node the file makes the primary is waited on
+    // for whichever node its walreceiver names (a caller with an older view of the file).
+    let named = match upstream {
+        Some(u) => Some(u.name.clone()),
+        None => cluster.node(node)?.upstream.clone(),
+    };
+    let app = cluster.node(node)?.application_name().to_string();
     let deadline = std::time::Instant::now() + timeout;
-    let mut client = None;
+    let (mut mine, mut theirs) = (None, None);
     loop {
-        if client.is_none() {
-            client = cluster.connect(node).await.ok();
+        if mine.is_none() {
+            mine = cluster.connect(node).await.ok();
         }
-        if let Some(c) = &client {
-            match queries::position(c).await {
-                Ok(p)
-                    if p.receiver_status.as_deref() == Some("streaming")
-                        && upstream.is_none_or(|u| cluster.streams_from(&p, &u.name)) =>
-                {
-                    return Ok(())
+        let up_name = match &named {
+            Some(n) => Some(n.clone()),
+            None => match &mine {
+                Some(c) => queries::position(c)
+                    .await
+                    .ok()
+                    .and_then(|p| cluster.sender(&p).map(|n| n.name.clone())),
+                None => None,
+            },
+        };
+        if theirs.is_none() {
+            if let Some(u) = &up_name {
+                theirs = cluster.connect(u).await.ok();
+            }
+        }
+        if let (Some(c), Some(u), Some(up_name)) = (&mine, &theirs, &up_name) {
+            match streaming_state(cluster, c, u, up_name, &app).await {
+                Ok(Some(true)) => return Ok(()),
+                Ok(Some(false)) => {}
+                Ok(None) => {
+                    return Err(Error::Precondition(format!(
+                        "{node}'s data belongs to another database system than {up_name}'s: it can never stream from it; re-clone it with `pgrepl rejoin {node} --upstream {up_name} --reclone` (the old directory is kept)"
+                    )))
                 }
-                Ok(_) => {}
-                Err(_) => client = None,
+                Err(_) => (mine, theirs) = (None, None),
             }
         }
         if std::time::Instant::now() >= deadline {
             return Err(Error::Command {
                 what: format!(
-                    "{node} did not start streaming within {}s",
+                    "{node} did not start streaming{} within {}s",
+                    named
+                        .as_deref()
+                        .map(|u| format!(" from {u}"))
+                        .unwrap_or_default(),
                     timeout.as_secs()
                 ),
                 detail: format!(
-                    "--- last lines of {} ---\n{}",
-                    cluster.log_file(node).display(),
+                    "--- last lines of {}'s log ---\n{}",
+                    node,
                     server.log_tail(10).await
                 ),
             });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Some(true) when the standby streams from `upstream` as both sides see it; None when the
+/// two belong to different database systems.
+async fn streaming_state(
+    cluster: &Cluster,
+    standby: &Conn,
+    upstream: &Conn,
+    up_name: &str,
+    app: &str,
+) -> Result<Option<bool>> {
+    let p = queries::position(standby).await?;
+    let u = queries::position(upstream).await?;
+    if p.system_id.is_some() && u.system_id.is_some() && p.system_id != u.system_id {
+        return Ok(None);
+    }
+    if p.receiver_status.as_deref() != Some("streaming") || !cluster.streams_from(&p, up_name) {
+        return Ok(Some(false));
+    }
+    let seen = queries::downstreams(upstream).await?.iter().any(|d| {
+        d.application_name == app
+            && matches!(d.state.as_deref(), Some("streaming") | Some("catchup"))
+    });
+    Ok(Some(seen))
 }

@@ -16,6 +16,7 @@ pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcom
         .prepare(&cluster.spec.nodes, progress)
         .await?;
     let mut outcomes = vec![primary::init(cluster, &cluster.spec.root().name, progress).await?];
+    crate::crashpoint::reached("up: primary ready");
     for wave in cluster.spec.clone_waves() {
         let results = try_join_all(
             wave.iter()
@@ -23,6 +24,7 @@ pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcom
         )
         .await?;
         outcomes.extend(results);
+        crate::crashpoint::reached("up: standbys streaming");
     }
     let root = &cluster.spec.root().name;
     if let Some(setting) = crate::ops::sync::apply_to_primary(cluster, root).await? {

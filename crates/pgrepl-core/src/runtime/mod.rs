@@ -20,7 +20,7 @@ use crate::progress::Progress;
 use crate::spec::{ClusterSpec, NodeSpec, RuntimeKind};
 
 pub use fault::NetFault;
-pub use runner::{run, OsUser, Runner};
+pub use runner::{die_with_parent, run, sync_filesystem, OsUser, Runner};
 
 /// Where a node can be reached.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -194,3 +194,32 @@ pub async fn run(what: &str, cmd: &mut Command) -> Result<std::process::Output> 
     }
     Ok(out)
 }
+
+/// Makes a program die with pgrepl (SIGKILL when its parent goes): for steps whose output is
+/// thrown away when pgrepl is killed halfway (initdb, pg_basebackup into a staging directory),
+/// so that a rerun never races an orphan writing into the directory it starts afresh. Not for
+/// pg_rewind, which must be allowed to finish. The setting survives exec but not a change of
+/// user: it is set last, after the switch to the OS user.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Flushes the whole file system that holds `path` to disk (syncfs): one call instead of the
+/// fsync of every file that initdb and pg_basebackup would otherwise do, most of their time on
+/// this kind of disk. As durable: nothing uses the directory before this returns.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = std::fs::File::open(path).map_err(|e| Error::Io {
+        what: format!("cannot open {} to sync it", path.display()),
+        source: e,
+    })?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| Error::Io {
+        what: format!("cannot sync the file system of {}", path.display()),
+        source: e.into(),
+    })
+}
