@@ -27,10 +27,18 @@ fn check(c: &TestCluster, acked: &[i64], down: &[&str]) -> String {
 }
 
 /// Runs `args` killed at crash point `n`, which must be `expected` (the path from the same
-/// kind of state is the same), then again, which must succeed.
+/// kind of state is the same; None: any, when steps run side by side and their crash points
+/// interleave), then again, which must succeed.
 fn crash_and_rerun(c: &TestCluster, args: &[&str], n: usize, expected: Option<&String>) {
     let reached = c.run_crashing_at(args, n);
-    assert_eq!(reached.as_ref(), expected, "pgrepl {}", args.join(" "));
+    assert!(
+        reached.is_some(),
+        "pgrepl {} was not killed",
+        args.join(" ")
+    );
+    if let Some(name) = expected {
+        assert_eq!(reached.as_ref(), Some(name), "pgrepl {}", args.join(" "));
+    }
     c.ok(args);
 }
 
@@ -143,9 +151,10 @@ fn up_finishes_after_a_kill_at_any_step() {
     let points = c.crash_points(&["up"]);
     check_up(&c);
     drop(c);
-    for (i, name) in points.iter().enumerate() {
+    // The standbys of a wave are cloned side by side: their crash points interleave.
+    for i in 0..points.len() {
         let c = TestCluster::three_nodes(Pg::V18, "");
-        crash_and_rerun(&c, &["up"], i + 1, Some(name));
+        crash_and_rerun(&c, &["up"], i + 1, None);
         check_up(&c);
     }
     eprintln!(

@@ -8,13 +8,12 @@
 //! interrupted, re-clones (the old directory is kept).
 
 use std::path::{Path, PathBuf};
-
-use crate::crashpoint;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
+use crate::crashpoint;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::authority::{self, Facts};
 use crate::observe::lineage::{self, History, WalEnd};
