@@ -78,7 +78,8 @@ pub enum Command {
     Drill(DrillArgs),
     /// Promote a standby (refuses while another primary runs, unless --fence or --force).
     Promote(PromoteArgs),
-    /// Unplanned failover: fence the old primary, promote the best standby, repoint the rest.
+    /// Unplanned failover when the primary is lost: promote the best standby, repoint the rest
+    /// (completes an interrupted one; refuses while the primary answers, unless --force).
     Failover(FailoverArgs),
     /// Planned role swap with no data loss: the primary becomes a standby of NODE.
     Switchover(SwitchoverArgs),
@@ -133,6 +134,10 @@ pub struct FailoverArgs {
     /// The standby to promote (default: the one that has received the most WAL).
     #[arg(long)]
     pub to: Option<String>,
+    /// Fail over although the primary runs and answers (it is fenced), or although a stopped
+    /// node holds a newer promotion than the standbys (its timeline is discarded).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +160,10 @@ pub struct RejoinArgs {
     /// Move the data directory aside (kept) and take a fresh clone instead of pg_rewind.
     #[arg(long)]
     pub reclone: bool,
+    /// Rejoin NODE although it is the running primary (it is demoted: writes stop until
+    /// another node is promoted).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -10,20 +10,6 @@ use std::time::{Duration, Instant};
 use common::{Pg, TestCluster};
 use serde_json::Value;
 
-/// Cuts a standby off its upstream (its walreceiver stops) so that the primary's next writes
-/// reach only the others.
-fn detach(c: &TestCluster, node: &str) {
-    c.sql(node, "ALTER SYSTEM SET primary_conninfo = ''");
-    c.sql(node, "SELECT pg_reload_conf()");
-    c.wait_sql(node, "SELECT count(*) FROM pg_stat_wal_receiver", "0");
-}
-
-/// Undoes `detach`: the node's own settings (pgrepl.node.conf) apply again.
-fn reattach(c: &TestCluster, node: &str) {
-    c.sql(node, "ALTER SYSTEM RESET primary_conninfo");
-    c.sql(node, "SELECT pg_reload_conf()");
-}
-
 fn node(s: &Value, name: &str) -> Value {
     s["nodes"]
         .as_array()
@@ -88,11 +74,11 @@ pg_test!(lab_failover_kill_promote_rejoin, |pg: Pg| {
     c.wait_sql("pg1", "SELECT count(*) FROM lab", "1");
     // pg0 writes once more and pg1 never receives it: pg0 diverges from what pg1 will become,
     // so the rejoin has to rewind it (and its crash recovery first).
-    detach(&c, "pg1");
+    c.detach("pg1");
     c.sql("pg0", "INSERT INTO lab VALUES (99, 'lost with pg0')");
     c.wait_sql("pg2", "SELECT count(*) FROM lab", "2");
     c.ok(&["kill", "pg0"]);
-    reattach(&c, "pg1");
+    c.reattach("pg1");
 
     let out = c.ok(&["promote", "pg1"]);
     assert!(out.contains("timeline 2"), "{out}");
@@ -340,13 +326,13 @@ pg_test!(failover_picks_the_standby_with_the_most_wal, |pg: Pg| {
     let c = TestCluster::up(pg);
     c.sql("pg0", "CREATE TABLE f (id int)");
     c.wait_sql("pg3", "SELECT count(*) FROM f", "0");
-    detach(&c, "pg1");
-    detach(&c, "pg3");
+    c.detach("pg1");
+    c.detach("pg3");
     c.sql("pg0", "INSERT INTO f VALUES (1)");
     c.wait_sql("pg2", "SELECT count(*) FROM f", "1");
     c.ok(&["kill", "pg0"]);
-    reattach(&c, "pg1");
-    reattach(&c, "pg3");
+    c.reattach("pg1");
+    c.reattach("pg3");
 
     let out = c.ok(&["failover"]);
     assert!(
@@ -380,14 +366,14 @@ pg_test!(
         c.wait_sql("pg3", "SELECT count(*) FROM s", "1");
         // pg1 and pg2 get a commit that pg3 never acknowledged (synchronous_commit = local): it
         // may be lost, acknowledged ones may not.
-        detach(&c, "pg3");
+        c.detach("pg3");
         c.sql(
             "pg0",
             "SET synchronous_commit = local; INSERT INTO s VALUES (2)",
         );
         c.wait_sql("pg1", "SELECT count(*) FROM s", "2");
         c.ok(&["kill", "pg0"]);
-        reattach(&c, "pg3");
+        c.reattach("pg3");
 
         let out = c.ok(&["failover"]);
         assert!(out.contains("promoting pg3"), "{out}");
@@ -407,10 +393,10 @@ pg_test!(
         let c = TestCluster::up(pg);
         c.sql("pg0", "CREATE TABLE r (id int)");
         c.wait_sql("pg1", "SELECT count(*) FROM r", "0");
-        detach(&c, "pg1");
+        c.detach("pg1");
         c.sql("pg0", "INSERT INTO r VALUES (1)");
         c.ok(&["kill", "pg0"]);
-        reattach(&c, "pg1");
+        c.reattach("pg1");
         c.ok(&["promote", "pg1"]);
 
         // Kill pgrepl (and only it) once pg_rewind has started: the rerun must complete.
@@ -508,10 +494,10 @@ fn bench_failover_lifecycle() {
     let mut primary = "pg1";
     for _ in 0..3 {
         let target = if primary == "pg1" { "pg0" } else { "pg1" };
-        detach(&c, target);
+        c.detach(target);
         c.sql(primary, "INSERT INTO w VALUES (-1) ON CONFLICT DO NOTHING");
         c.ok(&["kill", primary]);
-        reattach(&c, target);
+        c.reattach(target);
         let out = c.ok(&["promote", target]);
         promotes.push(seconds_after(&out, "promotion took"));
         let t = Instant::now();
@@ -548,13 +534,13 @@ fn bench_failover_lifecycle() {
         &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"),
         "t",
     );
-    detach(&c, target);
+    c.detach(target);
     c.sql(
         primary,
         "UPDATE pgbench_branches SET bbalance = bbalance + 1",
     );
     c.ok(&["kill", primary]);
-    reattach(&c, target);
+    c.reattach(target);
     c.ok(&["promote", target]);
     let t = Instant::now();
     c.ok(&["rejoin", primary, "--upstream", target]);

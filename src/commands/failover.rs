@@ -21,7 +21,7 @@ pub async fn promote(opts: &Options, a: PromoteArgs) -> Result<ExitCode> {
 pub async fn failover(opts: &Options, a: FailoverArgs) -> Result<ExitCode> {
     let (mut cluster, _lock) = open_locked(opts).await?;
     let spinner = Spinner::new();
-    let outcome = ops::failover::failover(&mut cluster, a.to.as_deref(), &spinner).await?;
+    let outcome = ops::failover::failover(&mut cluster, a.to.as_deref(), a.force, &spinner).await?;
     drop(spinner);
     print(outcome)
 }
@@ -43,6 +43,7 @@ pub async fn rejoin(opts: &Options, a: RejoinArgs) -> Result<ExitCode> {
         &a.upstream,
         a.slot.as_deref(),
         a.reclone,
+        a.force,
         &spinner,
     )
     .await?;

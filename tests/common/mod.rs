@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+pub mod safety;
+
 /// The PostgreSQL versions the suite covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pg {

@@ -26,6 +26,9 @@ const OWN_FILES: &[&str] = &[
     ".role-verifier",
     ".bench-pw",
     "bench-insert.sql",
+    // Journals of an interrupted failover or switchover (ops::journal).
+    ".failover.json",
+    ".switchover.json",
 ];
 /// Directories of `bench up`'s bare steps.
 const OWN_DIRS: &[&str] = &["bare-initdb", "bare-clone"];
@@ -224,9 +227,11 @@ fn plan_log_dir(log: &Path, nodes: &[&str], plan: &mut PurgePlan) -> Result<()> 
     let mut foreign = false;
     for e in std::fs::read_dir(log).what(|| format!("cannot read {}", log.display()))? {
         let p = e.what(|| format!("cannot read {}", log.display()))?.path();
+        // `<node>.log`, and the logs of a rejoin's steps, `<node>.rejoin-<step>.log`.
         let ours = p.is_file()
             && p.file_stem()
                 .and_then(|s| s.to_str())
+                .map(|s| s.split_once(".rejoin-").map_or(s, |(node, _)| node))
                 .is_some_and(|s| nodes.contains(&s) || s == "bare")
             && p.extension().is_some_and(|x| x == "log");
         if ours {
@@ -293,6 +298,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("pg0")).unwrap();
         std::fs::create_dir_all(dir.join("log")).unwrap();
         std::fs::write(dir.join("log/pg0.log"), "").unwrap();
+        std::fs::write(dir.join("log/pg0.rejoin-pg_rewind.log"), "").unwrap();
+        std::fs::write(dir.join(".switchover.json"), "{}").unwrap();
         std::fs::write(dir.join("pgpass"), "").unwrap();
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         let plan = purge_plan(&dir, "lab", &["pg0"]).unwrap().unwrap();

@@ -97,7 +97,7 @@ async fn measure(
             ));
             split_brain(cluster, &a, &b).await?;
             let t = Instant::now();
-            let outcome = rejoin::rejoin(cluster, &a, &b, None, reclone, &Silent).await?;
+            let outcome = rejoin::rejoin(cluster, &a, &b, None, reclone, false, &Silent).await?;
             let took = t.elapsed();
             if reclone {
                 reclones.push(took);

@@ -209,7 +209,8 @@ async fn promote_and_rejoin(
 
         progress.step(&format!("run {i}/{runs}: rejoining {primary} (pg_rewind)"));
         let t = Instant::now();
-        let outcome = rejoin::rejoin(cluster, &primary, &standby, None, false, &Silent).await?;
+        let outcome =
+            rejoin::rejoin(cluster, &primary, &standby, None, false, false, &Silent).await?;
         rejoins.push(t.elapsed());
         rewound.push(rewind_line(&outcome));
         std::mem::swap(&mut primary, &mut standby);

@@ -57,14 +57,14 @@ pub const AVAILABLE: Operations = Operations {
     }),
     failover: Some(|c, to, p| {
         Box::pin(async move {
-            ops::failover::failover(&mut c.reloaded()?, to, p)
+            ops::failover::failover(&mut c.reloaded()?, to, false, p)
                 .await
                 .map(drop)
         })
     }),
     rejoin: Some(|c, node, upstream, p| {
         Box::pin(async move {
-            ops::rejoin::rejoin(&mut c.reloaded()?, node, upstream, None, false, p)
+            ops::rejoin::rejoin(&mut c.reloaded()?, node, upstream, None, false, false, p)
                 .await
                 .map(drop)
         })

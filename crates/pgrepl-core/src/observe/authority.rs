@@ -5,6 +5,7 @@
 //!
 //! Pure functions over [`Facts`], so that every rule is unit-tested without servers.
 
+use crate::cluster::Cluster;
 use crate::observe::lineage::{self};
 use crate::observe::topology::Probe;
 use crate::postgres::timeline::{self, Lineage, TimelinePath};
@@ -50,6 +51,17 @@ impl Facts {
     fn tli(&self) -> u32 {
         self.path.as_ref().map(|p| p.tli).unwrap_or(0)
     }
+}
+
+/// Every probed node's facts (a stopped node's standby.signal read from its data directory).
+pub fn of_probes(cluster: &Cluster, probes: &[Probe]) -> Vec<Facts> {
+    probes
+        .iter()
+        .map(|p| {
+            let signal = cluster.data_dir(&p.name).join("standby.signal").exists();
+            Facts::from_probe(p, signal)
+        })
+        .collect()
 }
 
 /// How `node` stands against `other`'s history, if both paths are known.

@@ -2,7 +2,9 @@
 
 pub mod authority;
 pub mod lineage;
+pub mod slot_health;
 pub mod status;
 pub mod topology;
+pub mod twins;
 
 pub use status::{ClusterStatus, NodeStatus};

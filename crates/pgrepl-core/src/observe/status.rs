@@ -121,6 +121,7 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
             "no running primary: writes are impossible until one is started or promoted".into(),
         );
     }
+    warnings.extend(crate::observe::slot_health::warnings(cluster, probes));
     let primary_tli = primary.and_then(|p| p.timeline());
     let primary_lsn = primary
         .and_then(|p| p.position.as_ref())

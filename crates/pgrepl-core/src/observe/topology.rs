@@ -4,7 +4,7 @@ use futures::future::join_all;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
-use crate::postgres::queries::{self, Downstream, Position};
+use crate::postgres::queries::{self, Downstream, Position, Slot};
 use crate::postgres::server::ControlData;
 use crate::postgres::timeline::{self, TimelinePath};
 
@@ -26,6 +26,8 @@ pub struct Probe {
     pub path: Option<TimelinePath>,
     /// Its postmaster runs but it did not answer in time: frozen or overloaded.
     pub not_answering: bool,
+    /// Its physical replication slots (running nodes).
+    pub slots: Vec<Slot>,
     pub error: Option<String>,
 }
 
@@ -77,6 +79,7 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         wal_timeline: None,
         path: None,
         not_answering: false,
+        slots: Vec::new(),
         error: None,
     };
     if !p.running {
@@ -111,6 +114,7 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         }
     }
     p.downstreams = queries::downstreams(&client).await.unwrap_or_default();
+    p.slots = queries::slots(&client).await.unwrap_or_default();
     if p.is_primary() {
         let names = queries::show(&client, "synchronous_standby_names")
             .await

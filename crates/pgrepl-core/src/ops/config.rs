@@ -57,6 +57,15 @@ pub fn cluster_conf(cluster: &Cluster) -> String {
             .into(),
         setting("wal_keep_size", "16MB"),
         setting("wal_recycle", "off"),
+        "# A slot keeps the WAL its standby still needs, but no more than this: a standby down\n\
+         # for longer loses its slot (`pgrepl status` warns) and needs `pgrepl rejoin --reclone`,\n\
+         # where an unbounded slot would fill its upstream's disk until PostgreSQL stops. From\n\
+         # max_slot_wal_keep_size in the cluster file.\n"
+            .into(),
+        setting(
+            "max_slot_wal_keep_size",
+            &cluster.spec.cluster.max_slot_wal_keep_size,
+        ),
         "# A rewound or crashed node syncs its whole data directory at start: one syncfs()\n\
          # instead of an fsync() per file (seconds at 500 MB).\n"
             .into(),
@@ -169,8 +178,12 @@ pub fn add_includes(data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the node's settings and its role marker (standby.signal for a standby).
+/// Writes the node's settings and its role marker (standby.signal for a standby). The shared
+/// settings are rewritten too: pgrepl.conf is pgrepl's file, and a cluster made by an older
+/// pgrepl (or whose cluster file changed) gets its current settings at the node's next start
+/// or reload.
 pub fn write_node_files(cluster: &Cluster, node: &NodeSpec, data: &Path) -> Result<()> {
+    write_shared(cluster, data)?;
     cluster.write_file(&data.join(NODE_CONF), &node_conf(cluster, node)?)?;
     let signal = data.join("standby.signal");
     if node.upstream.is_some() {
@@ -178,6 +191,34 @@ pub fn write_node_files(cluster: &Cluster, node: &NodeSpec, data: &Path) -> Resu
     } else if signal.exists() {
         std::fs::remove_file(&signal).what(|| format!("cannot remove {}", signal.display()))?;
     }
+    Ok(())
+}
+
+/// Rewrites pgrepl.conf from the cluster file when it says something else; true when it did.
+fn write_shared(cluster: &Cluster, data: &Path) -> Result<bool> {
+    let path = data.join(CLUSTER_CONF);
+    let text = cluster_conf(cluster);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Ok(false);
+    }
+    cluster.write_file(&path, &text)?;
+    Ok(true)
+}
+
+/// Brings a running node's shared settings up to the cluster file (after a role change, the
+/// new primary's max_slot_wal_keep_size above all): rewrites pgrepl.conf and reloads when it
+/// changed. Settings that need a restart (max_wal_senders) wait for the next one.
+pub async fn apply_shared(cluster: &Cluster, node: &str) -> Result<()> {
+    let data = cluster.data_dir(node);
+    if !write_shared(cluster, &data)? {
+        return Ok(());
+    }
+    cluster
+        .connect(node)
+        .await?
+        .execute("SELECT pg_reload_conf()", &[])
+        .await
+        .what(|| format!("cannot reload {node}"))?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::lineage::{self, History};
 use crate::observe::topology;
-use crate::ops::{config, standby, Outcome};
+use crate::observe::twins::{self, WalSource};
+use crate::ops::{config, slots, standby, Outcome};
 use crate::postgres::queries;
 use crate::progress::Progress;
 
@@ -67,6 +68,10 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
         if let Some(why) = lineage::cannot_follow(node, &history, &end) {
             return Err(Error::Precondition(why));
         }
+        let src = WalSource::Stopped(&server.data);
+        if let Some(why) = twins::refusal(node, &up, &history, &src, &end).await {
+            return Err(Error::Precondition(why));
+        }
         queries::ensure_slot(&up, &slot).await?;
         config::write_node_files(cluster, &spec, &server.data)?;
         progress.step(&format!("starting {node} as a standby of {upstream}"));
@@ -84,6 +89,17 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
             "{node} is a primary, not a standby: to make it follow {upstream} use `pgrepl rejoin {node} --upstream {upstream}`"
         )));
     }
+    // Checked even when it looks connected: a twin's walreceiver connects and streams while
+    // its startup process rejects every record.
+    if let Some(end) = lineage::running_end(&c).await? {
+        if let Some(why) = lineage::cannot_follow(node, &history, &end) {
+            return Err(Error::Precondition(why));
+        }
+        if let Some(why) = twins::refusal(node, &up, &history, &WalSource::Running(&c), &end).await
+        {
+            return Err(Error::Precondition(why));
+        }
+    }
     let from_upstream = cluster.streams_from(&pos, &upstream);
     if from_upstream
         && pos.receiver_status.as_deref() == Some("streaming")
@@ -92,11 +108,6 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
         return Ok(Outcome::AlreadyDone(format!(
             "{node} is already streaming from {upstream}"
         )));
-    }
-    if let Some(end) = lineage::running_end(&c).await? {
-        if let Some(why) = lineage::cannot_follow(node, &history, &end) {
-            return Err(Error::Precondition(why));
-        }
     }
     let previous = cluster.sender(&pos).map(|n| n.name.clone());
 
@@ -114,7 +125,8 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
     }
     wait_following(cluster, node, &upstream).await?;
     if let Some(prev) = previous.filter(|p| p != &upstream) {
-        drop_stale_slot(cluster, &prev, &slot).await;
+        // Its slot there (and any other that nobody streams through) would hold WAL.
+        slots::tidy(cluster, &prev).await;
     }
     Ok(Outcome::Done(format!(
         "{node} now streams from {upstream} through slot {slot}"
@@ -136,21 +148,4 @@ async fn wait_following(cluster: &Cluster, node: &str, upstream: &str) -> Result
     } else {
         e
     })
-}
-
-/// A slot left on the node a standby no longer streams from would hold WAL there forever.
-pub(crate) async fn drop_stale_slot(cluster: &Cluster, on: &str, slot: &str) {
-    let Ok(c) = cluster.connect(on).await else {
-        return;
-    };
-    let res = c
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-             WHERE slot_name = $1 AND NOT active",
-            &[&slot],
-        )
-        .await;
-    if let Err(e) = res {
-        tracing::debug!(node = on, slot, error = %e, "could not drop a stale slot");
-    }
 }

@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 use crate::postgres::conn::Conn;
 
 use crate::cluster::Cluster;
+use crate::crashpoint;
 use crate::error::{Error, Result, ResultExt};
+use crate::observe::authority::{self, Facts};
 use crate::observe::topology::{self, Probe};
-use crate::ops::{sync, wait, Outcome};
+use crate::ops::{config, slots, sync, wait, Outcome};
 use crate::postgres::queries;
 use crate::progress::Progress;
 use crate::runtime::StopMode;
+use crate::spec::ClusterSpec;
 
 /// How long a promotion may take before we call it failed.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,9 +31,21 @@ pub struct Promoted {
 /// gap of a switchover.
 pub async fn promote_now(c: &Conn, node: &str) -> Result<Promoted> {
     let started = Instant::now();
-    c.execute("SELECT pg_promote(wait => false)", &[])
+    let asked = c
+        .execute("SELECT pg_promote(wait => false)", &[])
         .await
-        .what(|| format!("cannot promote {node}"))?;
+        .what(|| format!("cannot promote {node}"));
+    if let Err(e) = asked {
+        // An earlier, interrupted run may have asked already and the promotion finished
+        // since: PostgreSQL then says "recovery is not in progress".
+        let in_recovery = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map(|r| r.get::<_, bool>(0));
+        if !matches!(in_recovery, Ok(false)) {
+            return Err(e);
+        }
+    }
     wait::until(
         &format!("{node} to finish its promotion"),
         PROMOTE_TIMEOUT,
@@ -50,6 +65,28 @@ pub async fn promote_now(c: &Conn, node: &str) -> Result<Promoted> {
         timeline,
         took,
     })
+}
+
+/// Once `target` is the primary: the cluster file records `next` (saved when it changed) and
+/// the new primary gets the cluster's shared settings and its `[sync]`. `op` names the
+/// operation's crash points. Returns what it says about synchronous replication.
+pub(crate) async fn record_primary(
+    cluster: &mut Cluster,
+    next: ClusterSpec,
+    target: &str,
+    op: &str,
+) -> Result<Option<String>> {
+    if next != cluster.spec {
+        cluster.spec = next;
+        cluster.save_spec()?;
+    }
+    crashpoint::reached(&format!("{op}: cluster file saved"));
+    config::apply_shared(cluster, target).await?;
+    let line = sync::apply_to_primary(cluster, target)
+        .await?
+        .map(|setting| format!("{target}: synchronous_standby_names = '{setting}'"));
+    crashpoint::reached(&format!("{op}: synchronous replication applied"));
+    Ok(line)
 }
 
 /// Running nodes other than `except` that are, or may be, primaries: a node that runs but does
@@ -95,6 +132,70 @@ pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -
     Ok(())
 }
 
+/// The refusal when promoting `candidate` would throw away a newer history: nodes whose
+/// timeline goes on past everything `candidate` has (a promotion it never saw, with the
+/// commits acknowledged there). `force` is the command that promotes anyway.
+pub(crate) fn newer_history_refusal(candidate: &Facts, newer: &[&Facts], force: &str) -> Error {
+    let describe = |f: &Facts| {
+        let what = match (f.running, f.primary, f.standby) {
+            (false, ..) => "stopped",
+            (true, true, _) => "the primary",
+            (true, false, true) => "a standby",
+            (true, false, false) => "not answering",
+        };
+        format!("{} ({what})", f.name)
+    };
+    let names: Vec<String> = newer.iter().map(|f| describe(f)).collect();
+    let tli = |f: &Facts| f.path.as_ref().map_or(0, |p| p.tli);
+    let newest = newer
+        .iter()
+        .max_by_key(|f| (tli(f), f.end))
+        .expect("not empty");
+    let n = &newest.name;
+    let advice = match (newest.running, newest.standby) {
+        _ if newest.primary => format!("{n} is running as the primary: keep it"),
+        (true, true) => format!("promote {n} instead (`pgrepl failover --to {n}`)"),
+        (false, true) => format!(
+            "start {n} (`pgrepl start {n}`) and promote it instead (`pgrepl failover --to {n}`)"
+        ),
+        (false, false) => {
+            format!("start {n} (`pgrepl start {n}`): it is the newest primary")
+        }
+        (true, false) => format!("wait until {n} answers: it may be the newest primary"),
+    };
+    Error::Precondition(format!(
+        "{} {} on a newer history than {c}: timeline {} began after {c}'s timeline {}, so promoting {c} would start yet another history and discard that one, commits acknowledged there included; {advice}; `{force}` promotes {c} anyway and discards it",
+        names.join(" and "),
+        if names.len() > 1 { "are" } else { "is" },
+        tli(newest),
+        tli(candidate),
+        c = candidate.name
+    ))
+}
+
+/// The refusal of a split brain, naming the stale side: the primary another one supersedes.
+pub(crate) fn split_brain(cluster: &Cluster, probes: &[Probe], primaries: &[&Probe]) -> Error {
+    let names: Vec<&str> = primaries.iter().map(|p| p.name.as_str()).collect();
+    let facts = authority::of_probes(cluster, probes);
+    let fact = |n: &str| facts.iter().find(|f| f.name == n).expect("probed");
+    let stale = names.iter().find_map(|s| {
+        names
+            .iter()
+            .find(|n| authority::supersedes(fact(n), fact(s)))
+            .map(|n| (*s, *n))
+    });
+    Error::Precondition(match stale {
+        Some((stale, newer)) => format!(
+            "split brain: {} are all primaries; {stale} is the stale one ({newer} was promoted after it): rejoin it with `pgrepl rejoin {stale} --upstream {newer}` (its writes since then are discarded)",
+            names.join(" and ")
+        ),
+        None => format!(
+            "split brain: {} are all primaries; keep one and rejoin the other (`pgrepl rejoin NODE --upstream NODE`): the rejoined one's writes since the split are discarded",
+            names.join(" and ")
+        ),
+    })
+}
+
 /// The ways out when a promotion would make a second primary.
 fn split_brain_refusal(node: &str, others: &[&Probe]) -> Error {
     let names: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
@@ -137,6 +238,16 @@ pub async fn promote(
     if !others.is_empty() && !fence_others && !force {
         return Err(split_brain_refusal(node, &others));
     }
+    let facts = authority::of_probes(cluster, &probes);
+    let mine = facts.iter().find(|f| f.name == node).expect("probed");
+    let newer = authority::newer_than(mine, &facts);
+    if !newer.is_empty() && !force {
+        return Err(newer_history_refusal(
+            mine,
+            &newer,
+            &format!("pgrepl promote {node} --force"),
+        ));
+    }
     let old_primaries: Vec<String> = others.iter().map(|p| p.name.clone()).collect();
     if fence_others {
         let names: Vec<&str> = old_primaries.iter().map(String::as_str).collect();
@@ -152,11 +263,10 @@ pub async fn promote(
         p.took.as_secs_f64()
     )];
     let old_root = cluster.spec.root().name.clone();
-    cluster.spec.set_primary(node)?;
-    cluster.save_spec()?;
-    if let Some(setting) = sync::apply_to_primary(cluster, node).await? {
-        lines.push(format!("{node}: synchronous_standby_names = '{setting}'"));
-    }
+    let mut next = cluster.spec.clone();
+    next.set_primary(node)?;
+    lines.extend(record_primary(cluster, next, node, "promote").await?);
+    lines.extend(slots::note(node, &slots::tidy(cluster, node).await));
     if !fence_others && !old_primaries.is_empty() {
         lines.push(format!(
             "WARNING: split brain: {} still accepts writes as a primary; rejoin it with `pgrepl rejoin {} --upstream {node}` (its writes since the promotion will be discarded)",
@@ -178,7 +288,7 @@ pub async fn promote(
     }
     if !siblings.is_empty() {
         lines.push(format!(
-            "{} still follow their old upstream: repoint them with `pgrepl standby follow NODE --upstream {node}` (or use `pgrepl failover`, which does all of this)",
+            "{} still follow their old upstream: repoint them with `pgrepl standby follow NODE --upstream {node}` (next time, `pgrepl failover` does all of this)",
             siblings.join(", ")
         ));
     }

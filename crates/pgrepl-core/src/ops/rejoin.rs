@@ -13,10 +13,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
+use crate::crashpoint;
 use crate::error::{Error, Result, ResultExt};
+use crate::observe::authority::{self, Facts};
 use crate::observe::lineage::{self, History, WalEnd};
-use crate::observe::topology;
-use crate::ops::{config, follow, standby, wait, Outcome};
+use crate::observe::topology::{self, Probe};
+use crate::observe::twins::{self, WalSource};
+use crate::ops::{config, follow, journal, slots, standby, wait, Outcome};
+use crate::postgres::conn::Conn;
+use crate::postgres::queries::Position;
 use crate::postgres::timeline::{self, Lineage, TimelinePath};
 use crate::postgres::{queries, Lsn};
 use crate::progress::Progress;
@@ -73,21 +78,19 @@ struct Journal {
     rewind_started: bool,
 }
 
-fn journal_path(cluster: &Cluster, node: &str) -> PathBuf {
-    cluster.dir.join(format!(".rejoin-{node}.json"))
+/// The journal's name: `.rejoin-<node>.json` in the cluster directory.
+fn journal_name(node: &str) -> String {
+    format!("rejoin-{node}")
 }
 
-fn read_journal(path: &Path) -> Option<Journal> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-/// `pgrepl rejoin NODE --upstream NODE [--slot SLOT] [--reclone]`.
+/// `pgrepl rejoin NODE --upstream NODE [--slot SLOT] [--reclone] [--force]`.
 pub async fn rejoin(
     cluster: &mut Cluster,
     node: &str,
     upstream: &str,
     slot: Option<&str>,
     reclone: bool,
+    force: bool,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let started = Instant::now();
@@ -107,14 +110,30 @@ pub async fn rejoin(
         ))
     })?;
     let history = History::read(&up, upstream).await?;
-    if queries::position(&up).await?.in_recovery {
+    let up_pos = queries::position(&up).await?;
+
+    // Every refusal comes before the first change.
+    let probes = topology::probe_all(cluster).await;
+    refuse_wrong_target(cluster, node, upstream, &probes, &up_pos, reclone, force)?;
+    if !reclone
+        && probes
+            .iter()
+            .any(|p| p.name == node && p.position.is_some())
+    {
+        let c = cluster.connect(node).await?;
+        if let Some(end) = lineage::running_end(&c).await? {
+            let src = WalSource::Running(&c);
+            refuse_unrewindable(node, &up, &history, &src, &end).await?;
+        }
+    }
+    if up_pos.in_recovery {
         progress.note(&format!(
             "{upstream} is a standby: {node} will cascade from it"
         ));
     }
     drop(up);
 
-    let journal = journal_path(cluster, node);
+    let journal = journal_name(node);
     wait_for_leftovers(cluster, node, progress).await?;
     let server = cluster.server(node)?;
     if !server.exists() && !reclone {
@@ -125,7 +144,7 @@ pub async fn rejoin(
     let previous = cluster.swap_spec(next);
     let result = rejoin_inner(cluster, node, &history, reclone, &journal, progress).await;
     let outcome = cluster.settle_spec(previous, result)?;
-    let _ = std::fs::remove_file(&journal);
+    journal::clear(cluster, &journal)?;
     Ok(match outcome {
         Outcome::Done(m) => Outcome::Done(format!(
             "{m}\nrejoined in {:.2} s",
@@ -135,12 +154,114 @@ pub async fn rejoin(
     })
 }
 
+/// Refusals that need no more than a look at every node: rejoining the primary that serves
+/// (nothing would be left to write to), a data directory of another database system, and an
+/// upstream that a newer promotion has left behind.
+fn refuse_wrong_target(
+    cluster: &Cluster,
+    node: &str,
+    upstream: &str,
+    probes: &[Probe],
+    up_pos: &Position,
+    reclone: bool,
+    force: bool,
+) -> Result<()> {
+    let facts = authority::of_probes(cluster, probes);
+    let fact = |n: &str| facts.iter().find(|f| f.name == n).expect("probed");
+    let (me, up) = (fact(node), fact(upstream));
+    let probe = probes.iter().find(|p| p.name == node).expect("probed");
+
+    // A primary is rejoined only as the stale side of a split brain: another primary was
+    // promoted after it, and the upstream is on that newer history (the primary itself, or
+    // one of its standbys).
+    let newer_primary = probes
+        .iter()
+        .any(|p| p.is_primary() && p.name != node && authority::supersedes(fact(&p.name), me));
+    let stale_side = newer_primary && authority::supersedes(up, me);
+    if probe.is_primary() && !force && !stale_side {
+        let what = if !up_pos.in_recovery {
+            format!("{upstream} is a primary too, and no promotion after {node}'s put it ahead")
+        } else if cluster.streams_from(up_pos, node) {
+            format!("{upstream} is its standby")
+        } else {
+            format!("{upstream} is a standby")
+        };
+        return Err(Error::Precondition(format!(
+            "{node} is the running primary ({what}): rejoining it would leave no primary; for a planned change use `pgrepl switchover --to {upstream}`; `pgrepl rejoin {node} --upstream {upstream} --force` demotes {node} anyway"
+        )));
+    }
+
+    if let (Some(mine), Some(theirs)) = (probe.system_id(), up_pos.system_id) {
+        if mine != theirs && !reclone {
+            return Err(Error::Precondition(format!(
+                "{node}'s data directory belongs to another database system (identifier {mine}) than {upstream}'s ({theirs}): it was not cloned from it, so neither streaming nor pg_rewind can bring it back; re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone` (the old directory is kept)"
+            )));
+        }
+    }
+
+    let newer: Vec<&Facts> = facts
+        .iter()
+        .filter(|o| o.name != node && o.name != upstream && authority::supersedes(o, up))
+        .collect();
+    if let Some(n) = newer
+        .iter()
+        .max_by_key(|f| (f.path.as_ref().map_or(0, |p| p.tli), f.end))
+    {
+        let start = if n.running {
+            String::new()
+        } else {
+            format!(" (start it first: `pgrepl start {}`)", n.name)
+        };
+        return Err(Error::Precondition(format!(
+            "{upstream} is not on the newest history: {} was promoted after {upstream}'s timeline {} (it is on timeline {}), so a node rejoined to {upstream} would follow a history that has been left behind; rejoin {node} to it: `pgrepl rejoin {node} --upstream {}`{start}",
+            n.name,
+            up.path.as_ref().map_or(0, |p| p.tli),
+            n.path.as_ref().map_or(0, |p| p.tli),
+            n.name
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses, before anything changes, a node whose WAL neither streaming nor pg_rewind can
+/// reconcile with the upstream's: newer than it, unrelated to it, or on the same timeline
+/// number with another history (pg_rewind then sees "the same timeline" and rewinds nothing).
+async fn refuse_unrewindable(
+    node: &str,
+    up: &Conn,
+    history: &History,
+    src: &WalSource<'_>,
+    end: &WalEnd,
+) -> Result<()> {
+    let upstream = &history.node;
+    let reclone = format!("`pgrepl rejoin {node} --upstream {upstream} --reclone`");
+    match history.lineage(end) {
+        Lineage::Ahead | Lineage::Unrelated => {
+            let tli = end.tli();
+            Err(Error::Precondition(format!(
+                "pg_rewind cannot bring {node} back: its timeline {tli} is {} {upstream}'s history (timeline {}); re-clone it with {reclone}",
+                if tli > history.tli() { "newer than" } else { "not in" },
+                history.tli()
+            )))
+        }
+        Lineage::Diverged { fork, .. } if end.tli() == history.tli() => Err(Error::Precondition(format!(
+            "{node} and {upstream} are both on timeline {}, but with different histories (they parted at {fork}): pg_rewind compares timeline numbers only and would rewind nothing; re-clone {node} with {reclone} (the old directory is kept)",
+            end.tli()
+        ))),
+        Lineage::Diverged { .. } => Ok(()),
+        Lineage::Follows { .. } => match twins::refusal(node, up, history, src, end).await {
+            Some(why) => Err(Error::Precondition(why)),
+            None => Ok(()),
+        },
+    }
+}
+
 async fn rejoin_inner(
     cluster: &Cluster,
     node: &str,
     history: &History,
     reclone: bool,
-    journal: &Path,
+    journal: &str,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let upstream = history.node.as_str();
@@ -169,6 +290,7 @@ async fn rejoin_inner(
         progress.step(&format!("stopping {node} (fast shutdown)"));
         server.stop(StopMode::Fast).await?;
         progress.note(&format!("stopped {node} (fast shutdown)"));
+        crashpoint::reached("rejoin: stopped");
     }
 
     if reclone {
@@ -176,7 +298,7 @@ async fn rejoin_inner(
     }
 
     let control = server.controldata().await?;
-    if read_journal(journal).is_some_and(|j| j.rewind_started) {
+    if journal::read::<Journal>(cluster, journal).is_some_and(|j| j.rewind_started) {
         // pg_rewind updates the control file last: "in archive recovery" means it finished.
         if control.state == "in archive recovery" {
             progress.note(&format!(
@@ -193,7 +315,7 @@ async fn rejoin_inner(
         progress.note(&format!(
             "an earlier rejoin of {node} was interrupted before pg_rewind changed anything: running it again"
         ));
-        let _ = std::fs::remove_file(journal);
+        journal::clear(cluster, journal)?;
     }
 
     let clean = control.cleanly_shut_down();
@@ -219,14 +341,17 @@ async fn rejoin_inner(
             .unwrap_or_else(|| TimelinePath::new(tli, Vec::new())),
     };
     let node_end = end.as_ref().map(|e| e.end).unwrap_or(Lsn(u64::MAX));
+    let known_end = WalEnd {
+        path: node_path.clone(),
+        end: node_end,
+    };
+    {
+        let up = cluster.connect(upstream).await?;
+        let src = WalSource::Stopped(&server.data);
+        refuse_unrewindable(node, &up, history, &src, &known_end).await?;
+    }
     let fork = match timeline::lineage(&history.path, &node_path, node_end) {
-        Lineage::Ahead | Lineage::Unrelated => {
-            return Err(Error::Precondition(format!(
-                "pg_rewind cannot bring {node} back: its timeline {tli} is {} {upstream}'s history (timeline {}); re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`",
-                if tli > history.tli() { "newer than" } else { "not in" },
-                history.tli()
-            )))
-        }
+        Lineage::Ahead | Lineage::Unrelated => unreachable!("refused above"),
         Lineage::Follows { .. } if clean => {
             // Its WAL stops at or before the fork point: it can stream as it is.
             return finish(
@@ -267,6 +392,7 @@ async fn rejoin_inner(
             .await;
         }
         crash_recovery(cluster, node, progress).await?;
+        crashpoint::reached("rejoin: crash recovery done");
     }
 
     // The new primary's own checkpoint after its promotion must be done, or the rewound node
@@ -278,8 +404,10 @@ async fn rejoin_inner(
         .batch_execute_within("CHECKPOINT", crate::postgres::conn::SLOW_BOUND)
         .await
         .what(|| format!("cannot checkpoint {upstream}"))?;
+    crashpoint::reached("rejoin: checkpoint on the upstream");
 
     let report = rewind(cluster, node, upstream, journal, progress).await?;
+    crashpoint::reached("rejoin: rewound");
     let mut what = vec![report.summary()];
     if let Some(mut d) = discarded {
         if let Some(f) = report.diverged_at {
@@ -306,10 +434,13 @@ async fn finish(
     // them, and a copied postmaster.opts would mislead pg_ctl.
     config::write_node_files(cluster, spec, &server.data)?;
     let _ = std::fs::remove_file(server.data.join("postmaster.opts"));
+    crashpoint::reached("rejoin: settings written");
     let up = cluster.connect(upstream).await?;
     queries::ensure_slot(&up, &slot).await?;
+    crashpoint::reached("rejoin: slot created");
     progress.step(&format!("starting {node} as a standby of {upstream}"));
     server.start().await?;
+    crashpoint::reached("rejoin: started");
     standby::wait_streaming_from(
         cluster,
         node,
@@ -317,7 +448,8 @@ async fn finish(
         standby::STREAM_TIMEOUT,
     )
     .await?;
-    tidy_slots(cluster, node).await;
+    crashpoint::reached("rejoin: streaming");
+    let tidied = tidy_slots(cluster, node).await;
     let mut msg =
         format!("{node} rejoined as a standby of {upstream}, streaming through slot {slot}");
     if let Some(r) = rewound {
@@ -326,36 +458,25 @@ async fn finish(
     if let Some(n) = note {
         msg += &format!("\n{n}");
     }
+    if let Some(t) = tidied {
+        msg += &format!("\n{t}");
+    }
     Ok(Outcome::Done(msg))
 }
 
 /// Slots on the rejoined node: the ones its spec downstreams stream through are created (a
-/// cascade works at once); others left from its time as a primary are dropped, since they
-/// would hold WAL on it forever.
-async fn tidy_slots(cluster: &Cluster, node: &str) {
-    let Ok(c) = cluster.connect(node).await else {
-        return;
-    };
-    let wanted: Vec<String> = cluster
-        .spec
-        .downstream_of(node)
-        .map(|n| n.slot_or_default())
-        .collect();
-    for s in &wanted {
-        if let Err(e) = queries::ensure_slot(&c, s).await {
-            tracing::debug!(node, slot = s, error = %e, "could not create a cascade slot");
+/// cascade works at once); others, left from its time as a primary, are dropped, since they
+/// would hold WAL on it.
+async fn tidy_slots(cluster: &Cluster, node: &str) -> Option<String> {
+    if let Ok(c) = cluster.connect(node).await {
+        for n in cluster.spec.downstream_of(node) {
+            let s = n.slot_or_default();
+            if let Err(e) = queries::ensure_slot(&c, &s).await {
+                tracing::debug!(node, slot = s, error = %e, "could not create a cascade slot");
+            }
         }
     }
-    let ours: Vec<String> = cluster
-        .spec
-        .nodes
-        .iter()
-        .filter_map(|n| n.slot.clone())
-        .filter(|s| !wanted.contains(s))
-        .collect();
-    for s in ours {
-        follow::drop_stale_slot(cluster, node, &s).await;
-    }
+    slots::note(node, &slots::tidy(cluster, node).await)
 }
 
 /// What pg_rewind said.
@@ -405,7 +526,7 @@ async fn rewind(
     cluster: &Cluster,
     node: &str,
     upstream: &str,
-    journal: &Path,
+    journal: &str,
     progress: &dyn Progress,
 ) -> Result<RewindReport> {
     let spec = cluster.node(node)?;
@@ -424,21 +545,22 @@ async fn rewind(
     }
     // A log from an earlier rejoin must not speak for this one.
     let _ = std::fs::remove_file(rewind_log_path(cluster, node));
-    cluster.write_file(
+    journal::write(
+        cluster,
         journal,
-        &serde_json::to_string(&Journal {
+        &Journal {
             upstream: upstream.to_string(),
             rewind_started: true,
-        })
-        .expect("serializable"),
+        },
     )?;
+    crashpoint::reached("rejoin: journal written");
     progress.step(&format!("pg_rewind {node} from {upstream}"));
     let started = Instant::now();
     let (status, text) = run_detached(cluster, node, "pg_rewind", &mut cmd).await?;
     if !status.success() {
         let copying = started_copying(&text);
         if !copying {
-            let _ = std::fs::remove_file(journal);
+            journal::clear(cluster, journal)?;
         }
         let last = text
             .lines()
@@ -673,9 +795,11 @@ async fn reclone_node(cluster: &Cluster, node: &str, progress: &dyn Progress) ->
             "moved {node}'s old data directory aside: {} (kept)",
             aside.display()
         ));
+        crashpoint::reached("rejoin: old data directory moved aside");
         kept = Some(aside);
     }
     let outcome = standby::clone(cluster, node, progress).await?;
+    crashpoint::reached("rejoin: cloned");
     tidy_slots(cluster, node).await;
     Ok(Outcome::Done(format!(
         "{}{}",

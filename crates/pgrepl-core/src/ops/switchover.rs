@@ -2,16 +2,27 @@
 //! cleanly (its shutdown checkpoint is the last WAL it writes and its walsenders send it), the
 //! target replays that checkpoint, then is promoted; the old primary restarts as its standby
 //! without a rewind, since its WAL ends exactly where the new timeline begins.
+//!
+//! A switchover killed halfway is completed by running it again. A journal, written before the
+//! old primary is stopped, names the two nodes; the rest is read back from PostgreSQL: whether
+//! the old primary has stopped, whether the target has been promoted, who follows whom. When
+//! the target cannot take over, the old primary is started again as the primary, as if
+//! nothing had happened.
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
+use crate::crashpoint;
 use crate::error::{Error, Result};
+use crate::observe::authority;
+use crate::observe::lineage;
 use crate::observe::topology::{self, Probe};
-use crate::ops::{config, follow, promote, standby, sync, wait, Outcome};
-use crate::postgres::{queries, Lsn};
+use crate::ops::{follow, journal, promote, slots, sync, wait, Outcome};
+use crate::postgres::timeline::{self, Lineage};
+use crate::postgres::Lsn;
 use crate::progress::Progress;
 use crate::runtime::StopMode;
 
@@ -20,17 +31,21 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a fast shutdown may take.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone)]
-pub struct SwitchoverReport {
-    pub old_primary: String,
-    pub new_primary: String,
-    pub timeline: u32,
-    /// From the old primary's stop signal until the target accepted writes.
-    pub write_gap: Duration,
-    pub stop: Duration,
-    pub catch_up: Duration,
-    pub promote: Duration,
-    pub total: Duration,
+const JOURNAL: &str = "switchover";
+
+/// Written before the old primary is stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    old: String,
+    target: String,
+}
+
+/// The figures of an uninterrupted switchover.
+struct Timings {
+    started: Instant,
+    /// When the old primary was asked to stop: from here writes are refused.
+    stop_asked: Instant,
+    stop: Duration,
 }
 
 /// `pgrepl switchover --to NODE`.
@@ -41,30 +56,65 @@ pub async fn switchover(
 ) -> Result<Outcome> {
     let started = Instant::now();
     cluster.node(target)?;
-    let probes = topology::probe_all(cluster).await;
-    let primaries: Vec<&Probe> = probes.iter().filter(|p| p.is_primary()).collect();
-    let old = match primaries.as_slice() {
-        [one] => one.name.clone(),
-        [] => {
-            return Err(Error::Precondition(format!(
-                "there is no running primary to switch over from: for an unplanned change use `pgrepl failover --to {target}`"
-            )))
-        }
-        many => {
-            return Err(Error::Precondition(format!(
-                "split brain: {} are all primaries; rejoin the stale one first (`pgrepl rejoin NODE --upstream NODE`)",
-                many.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" and ")
-            )))
-        }
-    };
-    if old == target {
-        return Ok(Outcome::AlreadyDone(format!(
-            "{target} is already the primary: nothing to do"
+    let journal: Option<Journal> = journal::read(cluster, JOURNAL);
+    if let Some(j) = journal.as_ref().filter(|j| j.target != target) {
+        return Err(Error::Precondition(format!(
+            "a switchover from {} to {} was interrupted: complete it first with `pgrepl switchover --to {}`",
+            j.old, j.target, j.target
         )));
     }
+    let probes = topology::probe_all(cluster).await;
+    let primaries: Vec<&Probe> = probes.iter().filter(|p| p.is_primary()).collect();
+    match primaries.as_slice() {
+        [p] if p.name == target => {
+            let old = match &journal {
+                Some(j) => Some(j.old.clone()),
+                None => leftover_old_primary(cluster, &probes, target),
+            };
+            if journal.is_none() && old.is_none() && everyone_follows(cluster, &probes, target) {
+                return Ok(Outcome::AlreadyDone(format!(
+                    "{target} is already the primary: nothing to do"
+                )));
+            }
+            let first = format!(
+                "{target} is already the primary: completing the interrupted switchover{}",
+                old.as_ref()
+                    .map(|o| format!(" from {o}"))
+                    .unwrap_or_default()
+            );
+            finish(cluster, old.as_deref(), target, vec![first], None, progress).await
+        }
+        [p] => {
+            let old = p.name.clone();
+            if journal.is_some() {
+                // It named this switchover, but the old primary it stopped is running as the
+                // primary again: nothing of it is left to complete.
+                journal::clear(cluster, JOURNAL)?;
+            }
+            from_the_start(cluster, &old, target, &probes, started, progress).await
+        }
+        [] => match journal {
+            Some(j) => resume_stopped(cluster, &j.old, target, progress).await,
+            None => Err(Error::Precondition(format!(
+                "there is no running primary to switch over from: for an unplanned change use `pgrepl failover --to {target}`"
+            ))),
+        },
+        many => Err(promote::split_brain(cluster, &probes, many)),
+    }
+}
+
+/// The old primary answers: check, write the journal, stop it, and go on.
+async fn from_the_start(
+    cluster: &mut Cluster,
+    old: &str,
+    target: &str,
+    probes: &[Probe],
+    started: Instant,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
     let t = probes.iter().find(|p| p.name == target).expect("probed");
     let streaming_from_old = t.position.as_ref().is_some_and(|p| {
-        p.receiver_status.as_deref() == Some("streaming") && cluster.streams_from(p, &old)
+        p.receiver_status.as_deref() == Some("streaming") && cluster.streams_from(p, old)
     });
     if !t.is_standby() || !streaming_from_old {
         return Err(Error::Precondition(format!(
@@ -72,59 +122,116 @@ pub async fn switchover(
             describe(t)
         )));
     }
-    // The standbys that follow the old primary follow the new one afterwards.
-    let others: Vec<String> = probes
-        .iter()
-        .filter(|p| p.name != target && p.name != old && p.is_standby())
-        .filter(|p| {
-            p.position
-                .as_ref()
-                .is_some_and(|x| cluster.streams_from(x, &old))
-                || cluster
-                    .node(&p.name)
-                    .is_ok_and(|n| n.upstream.as_deref() == Some(&old))
-        })
-        .map(|p| p.name.clone())
-        .collect();
-    let mut next = cluster.spec.clone();
-    next.set_primary(target)?;
-    for o in &others {
-        next.set_upstream(o, target, None)?;
-    }
-
-    let tc = cluster.connect(target).await?;
-    let old_server = cluster.server(&old)?;
+    let old_server = cluster.server(old)?;
     if !old_server.is_running().await {
         return Err(Error::Precondition(format!("{old} stopped meanwhile")));
     }
 
+    journal::write(
+        cluster,
+        JOURNAL,
+        &Journal {
+            old: old.to_string(),
+            target: target.to_string(),
+        },
+    )?;
+    crashpoint::reached("switchover: journal written");
     // From here the cluster refuses writes until the target is promoted.
     progress.step(&format!("stopping {old} (fast shutdown)"));
-    let t0 = Instant::now();
-    tokio::time::timeout(STOP_TIMEOUT, old_server.stop(StopMode::Fast))
+    let stop_asked = Instant::now();
+    stop(cluster, old).await?;
+    let timings = Timings {
+        started,
+        stop_asked,
+        stop: stop_asked.elapsed(),
+    };
+    crashpoint::reached("switchover: old primary stopped");
+    take_over(cluster, old, target, Some(timings), progress).await
+}
+
+/// An interrupted switchover found no primary answering: the old primary was stopped (or is
+/// stopping). Go on from there, or give the old primary its role back.
+async fn resume_stopped(
+    cluster: &mut Cluster,
+    old: &str,
+    target: &str,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    progress.note(&format!(
+        "an interrupted switchover from {old} to {target} stopped {old}: going on from there"
+    ));
+    if cluster.server(old)?.is_running().await {
+        // Still shutting down, or it does not answer: let the stop finish.
+        stop(cluster, old).await?;
+    }
+    let probes = topology::probe_all(cluster).await;
+    let t = probes.iter().find(|p| p.name == target).expect("probed");
+    if t.running && t.position.is_none() {
+        // It may have been promoted: giving the old primary its role back could make two.
+        return Err(Error::Precondition(format!(
+            "{target} runs but does not answer ({}): whether the interrupted switchover promoted it is unknown; once it answers, run `pgrepl switchover --to {target}` again",
+            t.error.as_deref().unwrap_or("no reply")
+        )));
+    }
+    if !t.is_standby() {
+        let facts = authority::of_probes(cluster, &probes);
+        let fact = |n: &str| facts.iter().find(|f| f.name == n).expect("probed");
+        if authority::supersedes(fact(target), fact(old)) {
+            return Err(Error::Precondition(format!(
+                "{target} was promoted by the interrupted switchover but is not running now ({}): start it (`pgrepl start {target}`), then run `pgrepl switchover --to {target}` again to complete the switchover",
+                describe(t)
+            )));
+        }
+        return roll_back(
+            cluster,
+            old,
+            target,
+            &format!("{target} is not a running standby ({})", describe(t)),
+        )
+        .await;
+    }
+    take_over(cluster, old, target, None, progress).await
+}
+
+/// A fast shutdown of `old`, bounded.
+async fn stop(cluster: &Cluster, old: &str) -> Result<()> {
+    tokio::time::timeout(STOP_TIMEOUT, cluster.server(old)?.stop(StopMode::Fast))
         .await
         .map_err(|_| Error::Timeout {
             what: format!("{old} to shut down"),
             after: STOP_TIMEOUT,
-        })??;
-    let stop = t0.elapsed();
-    let control = old_server.controldata().await?;
+        })?
+}
+
+/// The old primary is down: once the target has replayed its shutdown checkpoint (every
+/// commit it acknowledged), the target is promoted.
+async fn take_over(
+    cluster: &mut Cluster,
+    old: &str,
+    target: &str,
+    timings: Option<Timings>,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let control = cluster.server(old)?.controldata().await?;
     let Some(ckpt) = control
         .checkpoint_lsn
         .filter(|_| control.state == "shut down")
     else {
-        old_server.start().await?;
-        return Err(Error::Command {
-            what: format!("switchover to {target}"),
-            detail: format!(
-                "{old} did not shut down cleanly (state '{}'); it was started again as the primary",
+        return roll_back(
+            cluster,
+            old,
+            target,
+            &format!(
+                "{old} did not shut down cleanly (state '{}')",
                 control.state
             ),
-        });
+        )
+        .await;
     };
     progress.step(&format!(
         "waiting for {target} to replay {old}'s shutdown checkpoint"
     ));
+    let tc = cluster.connect(target).await?;
     let t1 = Instant::now();
     let caught_up = wait::until(
         &format!("{target} to replay {old}'s shutdown checkpoint at {ckpt}"),
@@ -141,84 +248,195 @@ pub async fn switchover(
     )
     .await;
     if let Err(e) = caught_up {
-        // Nothing has changed yet: the old primary takes its role back.
-        old_server.start().await?;
-        return Err(Error::Command {
-            what: format!("switchover to {target}"),
-            detail: format!("{e}; {old} was started again as the primary, nothing changed"),
-        });
+        return roll_back(cluster, old, target, &e.to_string()).await;
     }
     let catch_up = t1.elapsed();
+    crashpoint::reached("switchover: target caught up");
     progress.step(&format!("promoting {target}"));
     let promoted = promote::promote_now(&tc, target).await?;
-    let write_gap = t0.elapsed();
-    cluster.spec = next;
-    cluster.save_spec()?;
-    let mut lines = vec![format!(
-        "switched over from {old} to {target}: {target} is the primary on timeline {}; writes were unavailable for {:.3} s (stop {:.3} s, catch-up {:.3} s, promote {:.3} s)",
-        promoted.timeline,
-        write_gap.as_secs_f64(),
-        stop.as_secs_f64(),
-        catch_up.as_secs_f64(),
-        promoted.took.as_secs_f64()
-    )];
-    if let Some(setting) = sync::apply_to_primary(cluster, target).await? {
-        lines.push(format!("{target}: synchronous_standby_names = '{setting}'"));
-    }
+    crashpoint::reached("switchover: promoted");
+    let first = match &timings {
+        Some(t) => format!(
+            "switched over from {old} to {target}: {target} is the primary on timeline {}; writes were unavailable for {:.3} s (stop {:.3} s, catch-up {:.3} s, promote {:.3} s)",
+            promoted.timeline,
+            t.stop_asked.elapsed().as_secs_f64(),
+            t.stop.as_secs_f64(),
+            catch_up.as_secs_f64(),
+            promoted.took.as_secs_f64()
+        ),
+        None => format!(
+            "completed the interrupted switchover from {old} to {target}: {target} is the primary on timeline {}",
+            promoted.timeline
+        ),
+    };
+    finish(
+        cluster,
+        Some(old),
+        target,
+        vec![first],
+        timings.as_ref().map(|t| t.started),
+        progress,
+    )
+    .await
+}
 
-    progress.step(&format!("restarting {old} as a standby of {target}"));
+/// Nothing has changed but the old primary's stop: it takes its role back.
+async fn roll_back(cluster: &Cluster, old: &str, target: &str, why: &str) -> Result<Outcome> {
+    cluster.server(old)?.start().await?;
+    journal::clear(cluster, JOURNAL)?;
+    Err(Error::Command {
+        what: format!("switchover to {target}"),
+        detail: format!("{why}; {old} was started again as the primary, nothing changed"),
+    })
+}
+
+/// With the target promoted: the cluster file records it, `[sync]` applies to it, the old
+/// primary restarts as its standby (no rewind: its WAL ends at the fork point), the standbys
+/// follow it, slots nobody streams through go, the journal goes. Each step finds its work done
+/// when it is, so a rerun completes whatever a killed run left.
+async fn finish(
+    cluster: &mut Cluster,
+    old: Option<&str>,
+    target: &str,
+    mut lines: Vec<String>,
+    started: Option<Instant>,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let probes = topology::probe_all(cluster).await;
+    let before_root = cluster.spec.root().name.clone();
+    let mut next = cluster.spec.clone();
+    next.set_primary(target)?;
+    if let Some(o) = old {
+        if next.node(o)?.upstream.as_deref() != Some(target) {
+            next.set_upstream(o, target, None)?;
+        }
+    }
+    // The standbys that followed the old primary follow the new one.
+    let previous: Vec<&str> = [Some(before_root.as_str()), old]
+        .into_iter()
+        .flatten()
+        .filter(|n| *n != target)
+        .collect();
+    for p in probes.iter().filter(|p| p.is_standby()) {
+        if p.name == target || Some(p.name.as_str()) == old {
+            continue;
+        }
+        let follows_previous = previous.iter().any(|prev| {
+            cluster
+                .node(&p.name)
+                .is_ok_and(|n| n.upstream.as_deref() == Some(*prev))
+                || p.position
+                    .as_ref()
+                    .is_some_and(|x| cluster.streams_from(x, prev))
+        });
+        if follows_previous {
+            next.set_upstream(&p.name, target, None)?;
+        }
+    }
+    lines.extend(promote::record_primary(cluster, next, target, "switchover").await?);
+
+    progress.step(&format!(
+        "{}repointing the standbys to {target}",
+        old.map(|o| format!("restarting {o} as a standby of {target}, "))
+            .unwrap_or_default()
+    ));
+    let others: Vec<String> = cluster
+        .spec
+        .downstream_of(target)
+        .map(|n| n.name.clone())
+        .filter(|n| Some(n.as_str()) != old)
+        .filter(|n| probes.iter().any(|p| &p.name == n && p.is_standby()))
+        .collect();
     let cluster_ref: &Cluster = cluster;
-    let demote = demote(cluster_ref, &old, target);
+    let demote = async {
+        match old {
+            Some(o) => Some(follow::repoint(cluster_ref, o, progress).await),
+            None => None,
+        }
+    };
     let repoints = join_all(
         others
             .iter()
             .map(|o| follow::repoint(cluster_ref, o, progress)),
     );
     let (demoted, repointed) = futures::join!(demote, repoints);
-    demoted?;
-    lines.push(format!("{old} restarted as a standby of {target}"));
+    if let (Some(o), Some(d)) = (old, demoted) {
+        match d {
+            Ok(Outcome::AlreadyDone(_)) => {}
+            Ok(Outcome::Done(_)) => lines.push(format!("{o} restarted as a standby of {target}")),
+            Err(e) => {
+                return Err(Error::Command {
+                    what: format!("restarting {o} as a standby of {target}"),
+                    detail: format!(
+                        "{e}; {target} is the primary; run `pgrepl switchover --to {target}` again to complete the switchover"
+                    ),
+                })
+            }
+        }
+    }
     for (o, r) in others.iter().zip(repointed) {
         match r {
+            Ok(Outcome::AlreadyDone(_)) => {}
             Ok(outcome) => lines.push(outcome.message().to_string()),
             Err(e) => lines.push(format!("WARNING: {o} could not follow {target}: {e}")),
         }
     }
-    if let Some(w) = sync::blocked_commits_warning(cluster_ref, target).await {
+    crashpoint::reached("switchover: standbys following");
+    lines.extend(slots::note(target, &slots::tidy(cluster, target).await));
+    if let Some(o) = old {
+        lines.extend(slots::note(o, &slots::tidy(cluster, o).await));
+    }
+    if let Some(w) = sync::blocked_commits_warning(cluster, target).await {
         lines.push(w);
     }
-    let report = SwitchoverReport {
-        old_primary: old.clone(),
-        new_primary: target.to_string(),
-        timeline: promoted.timeline,
-        write_gap,
-        stop,
-        catch_up,
-        promote: promoted.took,
-        total: started.elapsed(),
-    };
-    lines.push(format!(
-        "switchover done in {:.2} s",
-        report.total.as_secs_f64()
-    ));
+    journal::clear(cluster, JOURNAL)?;
+    if let Some(s) = started {
+        lines.push(format!(
+            "switchover done in {:.2} s",
+            s.elapsed().as_secs_f64()
+        ));
+    }
     Ok(Outcome::Done(lines.join("\n")))
 }
 
-/// The old primary, stopped cleanly, restarts as a standby of the new one: its WAL ends with
-/// the checkpoint the new primary replayed before its promotion, so no rewind is needed.
-async fn demote(cluster: &Cluster, old: &str, target: &str) -> Result<()> {
-    let spec = cluster.node(old)?.clone();
-    let tc = cluster.connect(target).await?;
-    queries::ensure_slot(&tc, &spec.slot_or_default()).await?;
-    let server = cluster.server(old)?;
-    config::write_node_files(cluster, &spec, &server.data)?;
-    server.start().await?;
-    standby::wait_streaming_from(
-        cluster,
-        old,
-        Some(cluster.node(target)?),
-        standby::STREAM_TIMEOUT,
-    )
-    .await
+/// Without a journal, the old primary a switchover left behind: the node the cluster file
+/// still names the primary, or a node whose data is a primary's that stopped cleanly right at
+/// the point where the target's timeline begins (it can follow the target without a rewind).
+fn leftover_old_primary(cluster: &Cluster, probes: &[Probe], target: &str) -> Option<String> {
+    let root = &cluster.spec.root().name;
+    if root != target {
+        return Some(root.clone());
+    }
+    let history = probes.iter().find(|p| p.name == target)?.path.clone()?;
+    probes
+        .iter()
+        .filter(|p| !p.running)
+        .filter(|p| !cluster.data_dir(&p.name).join("standby.signal").exists())
+        .filter(|p| p.control.as_ref().is_some_and(|c| c.state == "shut down"))
+        .find(|p| {
+            lineage::stopped_end(p).is_some_and(|e| {
+                matches!(
+                    timeline::lineage(&history, &e.path, e.end),
+                    Lineage::Follows { fork: Some(_) }
+                )
+            })
+        })
+        .map(|p| p.name.clone())
+}
+
+/// Whether every running standby the cluster file puts under `target` streams from it.
+fn everyone_follows(cluster: &Cluster, probes: &[Probe], target: &str) -> bool {
+    cluster.spec.downstream_of(target).all(|n| {
+        probes.iter().any(|p| {
+            p.name == n.name
+                && (!p.running
+                    || p.position.as_ref().is_some_and(|x| {
+                        x.in_recovery
+                            && x.receiver_status.as_deref() == Some("streaming")
+                            && cluster.streams_from(x, target)
+                    }))
+        })
+    })
 }
 
 fn describe(p: &Probe) -> String {

@@ -400,12 +400,14 @@ pub async fn enable(
     let names_now = queries::show(&c, "synchronous_standby_names").await?;
     let commit = applied.commit.clone().unwrap_or_else(|| "on".into());
     let unchanged = names_now == setting && commit_now == commit;
+    crate::crashpoint::reached("sync enable: checked");
     let rows = if unchanged {
         queries::downstreams(&c).await?
     } else {
         progress.step(&format!("setting synchronous_standby_names on {primary}"));
         configure(&c, &primary, Some(&applied)).await?
     };
+    crate::crashpoint::reached("sync enable: applied on the primary");
     let spec_changed = cluster.spec.sync.as_ref() != Some(&wanted);
     if spec_changed {
         cluster.spec.sync = Some(wanted);

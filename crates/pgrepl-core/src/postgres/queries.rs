@@ -136,38 +136,71 @@ pub async fn downstreams(c: &Conn) -> Result<Vec<Downstream>> {
         .collect())
 }
 
+/// A physical replication slot on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Slot {
+    pub name: String,
+    pub active: bool,
+    /// `reserved`, `extended`, `unreserved` (its WAL goes at the next checkpoint) or `lost`
+    /// (gone: the standby can no longer stream through it); None for a slot that never
+    /// reserved WAL.
+    pub wal_status: Option<String>,
+}
+
+impl Slot {
+    /// Whether the WAL its standby needs is gone, or about to go.
+    pub fn losing_wal(&self) -> bool {
+        matches!(self.wal_status.as_deref(), Some("unreserved" | "lost"))
+    }
+}
+
 /// Physical replication slots on a node.
-pub async fn slots(c: &Conn) -> Result<Vec<(String, bool)>> {
+pub async fn slots(c: &Conn) -> Result<Vec<Slot>> {
     let rows = c
         .query(
-            "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
+            "SELECT slot_name::text, active, wal_status FROM pg_replication_slots
+             WHERE slot_type = 'physical' ORDER BY 1",
             &[],
         )
         .await
         .what(|| "cannot read pg_replication_slots".into())?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Slot {
+            name: r.get(0),
+            active: r.get(1),
+            wal_status: r.get(2),
+        })
+        .collect())
 }
 
 /// Creates a physical slot unless it exists. `immediately_reserve` so that WAL from now on is
-/// kept for the standby that will use it.
+/// kept for the standby that will use it. A slot that lost its WAL (max_slot_wal_keep_size)
+/// can serve nobody any more, not even a fresh clone: it is made again.
 pub async fn ensure_slot(c: &Conn, slot: &str) -> Result<bool> {
-    let created = c
-        .query_one(
-            "SELECT count(*) = 0 AS missing FROM pg_replication_slots WHERE slot_name = $1",
+    let found = c
+        .query(
+            "SELECT wal_status = 'lost' AND NOT active FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
-        .what(|| format!("cannot look up slot {slot}"))?
-        .get::<_, bool>(0);
-    if created {
-        c.execute(
-            "SELECT pg_create_physical_replication_slot($1, true)",
-            &[&slot],
-        )
-        .await
-        .what(|| format!("cannot create slot {slot}"))?;
+        .what(|| format!("cannot look up slot {slot}"))?;
+    match found.first().map(|r| r.get::<_, Option<bool>>(0)) {
+        Some(Some(true)) => {
+            c.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                .await
+                .what(|| format!("cannot drop slot {slot}, which lost its WAL"))?;
+        }
+        Some(_) => return Ok(false),
+        None => {}
     }
-    Ok(created)
+    c.execute(
+        "SELECT pg_create_physical_replication_slot($1, true)",
+        &[&slot],
+    )
+    .await
+    .what(|| format!("cannot create slot {slot}"))?;
+    Ok(true)
 }
 
 /// Sessions waiting for synchronous replication, and the oldest wait's age.

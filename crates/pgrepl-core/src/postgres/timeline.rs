@@ -66,7 +66,7 @@ impl TimelinePath {
 
     /// Each timeline of the path with the position where the path left it (None for the
     /// last, which is still open).
-    fn legs(&self) -> Vec<(u32, Option<Lsn>)> {
+    pub fn legs(&self) -> Vec<(u32, Option<Lsn>)> {
         let mut legs: Vec<(u32, Option<Lsn>)> = self
             .history
             .iter()

@@ -45,6 +45,11 @@ pub struct ClusterSection {
     /// Where the nodes live (see [`crate::runtime`]); omitted from the file when local.
     #[serde(default, skip_serializing_if = "RuntimeKind::is_local")]
     pub runtime: RuntimeKind,
+    /// The most WAL a replication slot may hold back for its standby (PostgreSQL's
+    /// `max_slot_wal_keep_size`): a standby down for longer loses its slot and needs a
+    /// re-clone, instead of filling its upstream's disk. `-1`: no limit.
+    #[serde(default = "default_max_slot_wal_keep_size")]
+    pub max_slot_wal_keep_size: String,
 }
 
 /// Where a cluster's nodes live: local processes, one network namespace per node, or one
@@ -146,6 +151,10 @@ fn default_postgres() -> String {
 fn default_replication_user() -> String {
     "repluser".into()
 }
+pub const DEFAULT_MAX_SLOT_WAL_KEEP_SIZE: &str = "1GB";
+fn default_max_slot_wal_keep_size() -> String {
+    DEFAULT_MAX_SLOT_WAL_KEEP_SIZE.into()
+}
 fn default_host() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
@@ -186,6 +195,7 @@ impl ClusterSpec {
                 replication_user: default_replication_user(),
                 data_dir: None,
                 runtime: RuntimeKind::Local,
+                max_slot_wal_keep_size: default_max_slot_wal_keep_size(),
             },
             nodes: vec![
                 node(0, None),

@@ -252,3 +252,28 @@ fn a_node_on_every_interface_is_accepted_with_a_warning() {
     let w = s.warnings();
     assert!(w.len() == 1 && w[0].contains("every interface"), "{w:?}");
 }
+
+#[test]
+fn max_slot_wal_keep_size_defaults_to_1gb_and_is_checked() {
+    let s = lab();
+    assert_eq!(s.cluster.max_slot_wal_keep_size, "1GB");
+    // A file written before the setting existed gets the default.
+    let old = "[cluster]\nname = \"lab\"\n\n[[node]]\nname = \"pg0\"\nport = 5432\n";
+    let parsed = ClusterSpec::parse(old, Path::new("x.toml")).unwrap();
+    assert_eq!(parsed.cluster.max_slot_wal_keep_size, "1GB");
+    for ok in ["-1", "512MB", "2GB", "64", "100 MB", "1TB", "8192kB"] {
+        let mut s = lab();
+        s.cluster.max_slot_wal_keep_size = ok.into();
+        s.validate().unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in ["", "1gb", "-2", "1.5GB", "10 apples", "1GB'\nfsync = off"] {
+        let mut s = lab();
+        s.cluster.max_slot_wal_keep_size = bad.into();
+        let e = err(&s);
+        assert!(
+            e.starts_with("invalid max_slot_wal_keep_size"),
+            "{bad}: {e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}

@@ -100,6 +100,24 @@ pub(crate) fn suggest_slot(s: &str) -> String {
     out
 }
 
+/// A WAL size setting as PostgreSQL reads it: an integer in MB or with a unit (kB, MB, GB,
+/// TB), or -1 for no limit.
+pub fn validate_wal_size(setting: &str, value: &str) -> Result<()> {
+    let v = value.trim();
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let ok = v == "-1"
+        || (digits > 0
+            && v[..digits].parse::<u64>().is_ok()
+            && ["", "kB", "MB", "GB", "TB"].contains(&v[digits..].trim_start()));
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "invalid {setting} '{}': use a size such as \"1GB\" or \"512MB\" (kB, MB, GB, TB; a bare number is MB), or \"-1\" for no limit",
+            value.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a `[sync]` configuration against the cluster's application names.
 pub fn validate_sync_names(spec: &ClusterSpec, sync: &SyncSpec, allow_unknown: bool) -> Result<()> {
     if sync.standbys.is_empty() {
@@ -154,6 +172,7 @@ impl ClusterSpec {
         if let Some(d) = &c.data_dir {
             validate_data_path(d)?;
         }
+        validate_wal_size("max_slot_wal_keep_size", &c.max_slot_wal_keep_size)?;
         if c.replication_user == "postgres" {
             return Err(Error::Invalid(
                 "replication_user must not be the superuser 'postgres': use a dedicated role such as 'repluser'".into(),
