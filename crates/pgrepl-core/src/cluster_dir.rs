@@ -27,8 +27,9 @@ const OWN_FILES: &[&str] = &[
     ".bench-pw",
     "bench-insert.sql",
 ];
-/// Directories of `bench up`'s bare steps.
-const OWN_DIRS: &[&str] = &["bare-initdb", "bare-clone"];
+/// Directories of `bench up`'s bare steps, and the docker runtime's /etc files for a user's
+/// image.
+const OWN_DIRS: &[&str] = &["bare-initdb", "bare-clone", crate::runtime::docker::ETC_DIR];
 /// What clusters made before the marker existed have: a passfile that starts so.
 const LEGACY_PASSFILE_HEADER: &str = "# pgrepl: generated passwords";
 

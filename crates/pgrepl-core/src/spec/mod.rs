@@ -45,6 +45,14 @@ pub struct ClusterSection {
     /// Where the nodes live (see [`crate::runtime`]); omitted from the file when local.
     #[serde(default, skip_serializing_if = "RuntimeKind::is_local")]
     pub runtime: RuntimeKind,
+    /// The cluster's private /24 (`"10.x.y.0/24"`), chosen free by `init --runtime docker`
+    /// and pinned: pg_hba.conf admits it, so a network made again must have the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// The docker runtime's image when the user has one (e.g. `postgres:18`); none: pgrepl
+    /// builds `pgrepl/postgres:<version>` from the installation it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Where a cluster's nodes live: local processes, one network namespace per node, or one
@@ -186,6 +194,8 @@ impl ClusterSpec {
                 replication_user: default_replication_user(),
                 data_dir: None,
                 runtime: RuntimeKind::Local,
+                subnet: None,
+                image: None,
             },
             nodes: vec![
                 node(0, None),
