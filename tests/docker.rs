@@ -142,19 +142,25 @@ fn lab_scenario_on_docker() {
         c.wait_sql(n, "SELECT note FROM lab WHERE id = 1", "from pg0");
     }
 
-    // Crash, promote, rejoin with pg_rewind.
+    // Crash, promote, rejoin with pg_rewind: pg0 writes once more while pg1 is stopped, so
+    // it diverges from what pg1 becomes.
+    c.ok(&["stop", "pg1"]);
+    c.sql("pg0", "INSERT INTO lab VALUES (99, 'lost with pg0')");
     c.ok(&["kill", "pg0"]);
+    c.ok(&["start", "pg1"]);
     assert_eq!(node(&c.status(), "pg0")["state"], "stopped");
     let out = c.ok(&["promote", "pg1"]);
     assert!(out.contains("timeline 2"), "{out}");
     let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
     assert!(out.contains("pg_rewind"), "{out}");
+    assert!(out.contains("1 committed transaction,"), "{out}");
     for n in ["pg2", "pg3"] {
         c.ok(&["rejoin", n, "--upstream", "pg1"]);
     }
     assert_all_stream_from(&c, "pg1");
     c.sql("pg1", "INSERT INTO lab VALUES (2, 'from pg1')");
     c.wait_sql("pg0", "SELECT note FROM lab WHERE id = 2", "from pg1");
+    assert_eq!(c.sql("pg0", "SELECT count(*) FROM lab WHERE id = 99"), "0");
 
     // Switchover back to pg0.
     let out = c.ok(&["switchover", "--to", "pg0"]);
@@ -193,9 +199,14 @@ fn lab_scenario_on_docker() {
     c.ok(&["up"]);
     assert_eq!(c.sql("pg2", "SELECT count(*) FROM lab"), "3");
 
-    c.ok(&["down", "--purge", "--yes"]);
+    let out = c.ok(&["down", "--purge", "--yes"]);
     assert!(labelled(&c).is_empty(), "{:?}", labelled(&c));
-    assert!(!c.cluster_dir().exists());
+    assert!(
+        !c.cluster_dir().exists(),
+        "{out}\n{:?}",
+        std::fs::read_dir(c.cluster_dir())
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
 }
 
 /// Two docker clusters at once do not see each other; purging one leaves the other alone.

@@ -228,6 +228,9 @@ fn plan_log_dir(log: &Path, nodes: &[&str], plan: &mut PurgePlan) -> Result<()> 
         let ours = p.is_file()
             && p.file_stem()
                 .and_then(|s| s.to_str())
+                // A server's log (`pg0.log`), or the log of a step of a node's rejoin
+                // (`pg0.rejoin-pg_rewind.log`).
+                .map(|s| s.split_once('.').map_or(s, |(node, _)| node))
                 .is_some_and(|s| nodes.contains(&s) || s == "bare")
             && p.extension().is_some_and(|x| x == "log");
         if ours {
@@ -294,6 +297,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("pg0")).unwrap();
         std::fs::create_dir_all(dir.join("log")).unwrap();
         std::fs::write(dir.join("log/pg0.log"), "").unwrap();
+        std::fs::write(dir.join("log/pg0.rejoin-pg_rewind.log"), "").unwrap();
         std::fs::write(dir.join("pgpass"), "").unwrap();
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         let plan = purge_plan(&dir, "lab", &["pg0"]).unwrap().unwrap();
