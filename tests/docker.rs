@@ -252,8 +252,29 @@ fn two_clusters_at_once_then_nothing_left() {
 
     let b_before = labelled(&b);
     assert_eq!(b_before.len(), 5, "{b_before:?}");
+    // The network's bridge on the host is br-<the network's id>.
+    let a_id = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &format!("{}-pgnet", a.name),
+    ]);
+    let a_bridge = format!("br-{}", &a_id.trim()[..12]);
+    let links = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .to_string()
+    };
+    assert!(links().contains(&a_bridge), "{}", links());
     a.ok(&["down", "--purge", "--yes"]);
     assert!(labelled(&a).is_empty(), "{:?}", labelled(&a));
+    assert!(!links().contains(&a_bridge), "{}", links());
     assert_eq!(
         labelled(&b),
         b_before,

@@ -425,7 +425,8 @@ impl DockerRuntime {
                 return Ok(());
             }
             polls += 1;
-            if polls % 20 == 0 && !self.inspect_own(node).await?.is_some_and(|c| c.running) {
+            if polls.is_multiple_of(20) && !self.inspect_own(node).await?.is_some_and(|c| c.running)
+            {
                 return Err(Error::Command {
                     what: format!("starting {}", node.name),
                     detail: format!(
@@ -453,7 +454,7 @@ impl DockerRuntime {
             // The server removes its lock file last of all: from then on it is down, and
             // the container's exit follows within milliseconds.
             let gone = !data.join("postmaster.pid").exists();
-            if (gone || polls % 20 == 0)
+            if (gone || polls.is_multiple_of(20))
                 && !self.inspect_own(node).await?.is_some_and(|c| c.running)
             {
                 return Ok(());
@@ -572,8 +573,12 @@ impl Runtime for DockerRuntime {
             return Ok(());
         }
         self.clear_pidfile(node)?;
+        let t = Instant::now();
         engine::start_container(self.docker().await?, &self.container(node)).await?;
-        self.wait_ready(node).await
+        let start_call_ms = t.elapsed().as_millis() as u64;
+        self.wait_ready(node).await?;
+        tracing::debug!(node = %node.name, start_call_ms, ready_ms = t.elapsed().as_millis() as u64, "docker: started");
+        Ok(())
     }
 
     async fn stop(&self, node: &NodeSpec, mode: StopMode) -> Result<()> {
