@@ -57,6 +57,9 @@ pub struct DockerRuntime {
     order: Vec<String>,
     docker: OnceCell<Docker>,
     image: OnceCell<String>,
+    /// What `prepare` creates in the background (the network, the containers), while the
+    /// cluster's first steps (initdb) run; awaited before anything uses it.
+    pending: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -141,6 +144,7 @@ impl DockerRuntime {
             order: spec.nodes.iter().map(|n| n.name.clone()).collect(),
             docker: OnceCell::new(),
             image: OnceCell::new(),
+            pending: std::sync::Mutex::new(None),
         })
     }
 
@@ -308,52 +312,17 @@ impl DockerRuntime {
         self.owner()
     }
 
-    async fn ensure_network(&self) -> Result<()> {
-        let docker = self.docker().await?;
-        let name = self.network();
-        for attempt in 0..2 {
-            match engine::inspect_network(docker, &name).await? {
-                Some((labels, _)) if !plan::is_owned(&labels, &self.owner()) => {
-                    return Err(foreign(
-                        "network",
-                        &name,
-                        &self.cluster,
-                        &format!("docker network rm {name}"),
-                    ))
-                }
-                Some((_, subnet)) if subnet.as_deref() != Some(&self.subnet.to_string()) => {
-                    return Err(Error::Precondition(format!(
-                        "network '{name}' has subnet {} but the cluster file says {}: remove the network (`pgrepl down`) and bring the cluster up again",
-                        subnet.unwrap_or_default(),
-                        self.subnet
-                    )))
-                }
-                Some(_) => return Ok(()),
-                None => {
-                    let created = engine::create_network(
-                        docker,
-                        &name,
-                        &self.subnet.to_string(),
-                        &self.subnet.gateway().to_string(),
-                        self.owner().into_iter().collect(),
-                    )
-                    .await;
-                    match created {
-                        Ok(()) => return Ok(()),
-                        // Another pgrepl made it meanwhile: look again.
-                        Err(_) if attempt == 0 => continue,
-                        Err(Error::Command { what, detail }) if detail.contains("overlap") => {
-                            return Err(Error::Precondition(format!(
-                                "{what}: {detail}; another docker network uses this cluster's subnet {}: choose a free one (`subnet` in the [cluster] section)",
-                                self.subnet
-                            )))
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
+    fn network_plan(&self) -> NetworkPlan {
+        NetworkPlan {
+            name: self.network(),
+            subnet: self.subnet,
+            owner: self.owner(),
+            cluster: self.cluster.clone(),
         }
-        Ok(())
+    }
+
+    async fn ensure_network(&self) -> Result<()> {
+        self.network_plan().ensure(self.docker().await?).await
     }
 
     /// The node's container, created when missing.
@@ -367,14 +336,7 @@ impl DockerRuntime {
             return Ok(c);
         }
         let plan = self.plan(node, nodes, image)?;
-        let docker = self.docker().await?;
-        if let Err(e) = engine::create_container(docker, &plan).await {
-            // Another pgrepl made it meanwhile: fine if it is ours.
-            return match self.inspect_own(node).await? {
-                Some(c) => Ok(c),
-                None => Err(e),
-            };
-        }
+        create_own(self.docker().await?, &plan, &self.owner()).await?;
         self.inspect_own(node).await?.ok_or_else(|| Error::Command {
             what: format!("creating container {}", plan.name),
             detail: "the engine does not show it".into(),
@@ -383,12 +345,29 @@ impl DockerRuntime {
 
     /// Everything a node needs before it starts: the directory its container mounts, the
     /// image, the network, the container.
+    /// Waits for what `prepare` creates in the background, and says how it went.
+    async fn settle(&self) -> Result<()> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match pending {
+            Some(work) => work.await.map_err(|e| Error::Command {
+                what: "preparing the cluster's containers".into(),
+                detail: e.to_string(),
+            })?,
+            None => Ok(()),
+        }
+    }
+
     async fn ensure_node(
         &self,
         node: &NodeSpec,
         nodes: &[NodeSpec],
         progress: &dyn Progress,
     ) -> Result<Inspected> {
+        self.settle().await?;
         if let Some(c) = self.inspect_own(node).await? {
             return Ok(c);
         }
@@ -477,20 +456,45 @@ impl Runtime for DockerRuntime {
         RuntimeKind::Docker
     }
 
+    /// Checks everything first (the engine, the image, no foreign network or container of
+    /// the same names, the subnet), then creates what is missing in the background.
     async fn prepare(&self, nodes: &[NodeSpec], progress: &dyn Progress) -> Result<()> {
+        self.settle().await?;
+        let t = Instant::now();
         crate::cluster_dir::claim(&self.dir, &self.cluster, &self.runner).await?;
         let image = self.ensure_image(progress).await?;
-        self.ensure_network().await?;
-        try_join_all(
-            nodes
-                .iter()
-                .map(|n| self.ensure_container(n, nodes, &image)),
-        )
-        .await?;
+        let docker = self.docker().await?.clone();
+        let network = self.network_plan();
+        network.check(&docker).await?;
+        let mut missing = Vec::new();
+        for n in nodes {
+            if self.inspect_own(n).await?.is_none() {
+                missing.push(self.plan(n, nodes, &image)?);
+            }
+        }
+        tracing::debug!(
+            checked_ms = t.elapsed().as_millis() as u64,
+            missing = missing.len(),
+            "docker: prepare checked"
+        );
+        let owner = self.owner();
+        let work = tokio::spawn(async move {
+            let t = Instant::now();
+            network.ensure(&docker).await?;
+            try_join_all(missing.iter().map(|p| create_own(&docker, p, &owner))).await?;
+            tracing::debug!(
+                created_ms = t.elapsed().as_millis() as u64,
+                "docker: prepared"
+            );
+            Ok(())
+        });
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(work);
         Ok(())
     }
 
     async fn teardown(&self, _nodes: &[NodeSpec], _purge: bool) -> Result<Vec<String>> {
+        // What a prepare is creating is removed too, once made.
+        let _ = self.settle().await;
         // Containers and the network go at every `down` (the data stays in the cluster
         // directory): the cluster can then also be run by `docker-compose` from an export,
         // whose containers take the same names.
@@ -741,6 +745,80 @@ impl DockerRuntime {
         image::ensure(docker, &self.pg, &user, true)
             .await?
             .ok_or_else(|| Error::Invalid("a forced build always builds".into()))
+    }
+}
+
+/// The cluster's network: checked before anything is created, created when missing.
+struct NetworkPlan {
+    name: String,
+    subnet: Subnet,
+    owner: Vec<(String, String)>,
+    cluster: String,
+}
+
+impl NetworkPlan {
+    /// Refuses a network of the same name that is not this cluster's, or has another
+    /// subnet; whether it exists.
+    async fn check(&self, docker: &Docker) -> Result<bool> {
+        let name = &self.name;
+        match engine::inspect_network(docker, name).await? {
+            Some((labels, _)) if !plan::is_owned(&labels, &self.owner) => Err(foreign(
+                "network",
+                name,
+                &self.cluster,
+                &format!("docker network rm {name}"),
+            )),
+            Some((_, subnet)) if subnet.as_deref() != Some(&self.subnet.to_string()) => {
+                Err(Error::Precondition(format!(
+                    "network '{name}' has subnet {} but the cluster file says {}: remove the network (`pgrepl down`) and bring the cluster up again",
+                    subnet.unwrap_or_default(),
+                    self.subnet
+                )))
+            }
+            found => Ok(found.is_some()),
+        }
+    }
+
+    async fn ensure(&self, docker: &Docker) -> Result<()> {
+        if self.check(docker).await? {
+            return Ok(());
+        }
+        let created = engine::create_network(
+            docker,
+            &self.name,
+            &self.subnet.to_string(),
+            &self.subnet.gateway().to_string(),
+            self.owner.iter().cloned().collect(),
+        )
+        .await;
+        match created {
+            Ok(()) => Ok(()),
+            // Another pgrepl made it meanwhile: fine if it is ours.
+            Err(_) if self.check(docker).await? => Ok(()),
+            Err(Error::Command { what, detail }) if detail.contains("overlap") => {
+                Err(Error::Precondition(format!(
+                    "{what}: {detail}; another docker network uses this cluster's subnet {}: choose a free one (`subnet` in the [cluster] section)",
+                    self.subnet
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Creates a container; one of the same name that another pgrepl made meanwhile is fine if
+/// it is this cluster's.
+async fn create_own(
+    docker: &Docker,
+    plan: &ContainerPlan,
+    owner: &[(String, String)],
+) -> Result<()> {
+    let Err(e) = engine::create_container(docker, plan).await else {
+        return Ok(());
+    };
+    match engine::inspect_container(docker, &plan.name).await? {
+        Some(c) if plan::is_owned(&c.labels, owner) => Ok(()),
+        _ => Err(e),
     }
 }
 
