@@ -85,6 +85,25 @@ pub enum Command {
     Switchover(SwitchoverArgs),
     /// Make a failed or demoted node a standby again (pg_rewind, or a fresh clone).
     Rejoin(RejoinArgs),
+    /// docker-compose files of a docker cluster.
+    #[command(subcommand)]
+    Compose(ComposeCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ComposeCmd {
+    /// Write a docker-compose.yml that reproduces the cluster's containers, network and ports
+    /// (`docker-compose -f FILE up -d` after `pgrepl down`).
+    Export(ComposeExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ComposeExportArgs {
+    #[arg(default_value = "docker-compose.yml")]
+    pub file: PathBuf,
+    /// Overwrite FILE when it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +203,10 @@ pub struct InitArgs {
     /// Where the nodes live: local (processes on this machine), netns, docker.
     #[arg(long, default_value_t = pgrepl_core::spec::RuntimeKind::Local)]
     pub runtime: pgrepl_core::spec::RuntimeKind,
+    /// The docker runtime's image, when you have one (e.g. postgres:18); without it pgrepl
+    /// builds pgrepl/postgres:<version> from the PostgreSQL it runs.
+    #[arg(long)]
+    pub image: Option<String>,
     /// Overwrite an existing cluster file (the cluster's data is kept).
     #[arg(long)]
     pub force: bool,
@@ -342,10 +365,15 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Time `up` of the 4-node lab against the bare steps it is made of.
+    /// Time `up` of the 4-node lab against the bare steps it is made of; with --runtime,
+    /// `up` on that runtime against the local runtime's, measured in the same run.
     Up {
-        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
-        runs: usize,
+        /// Runs (default 5; 3 each with --runtime).
+        #[arg(long, value_parser = at_least_one)]
+        runs: Option<usize>,
+        /// Compare this runtime's `up` with the local one's (docker: also the image build).
+        #[arg(long)]
+        runtime: Option<pgrepl_core::spec::RuntimeKind>,
         #[arg(long)]
         json: bool,
     },

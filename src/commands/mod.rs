@@ -28,7 +28,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         os_user: Some(cli.os_user.clone()),
     };
     match cli.command {
-        Command::Init(a) => init(&opts, a),
+        Command::Init(a) => init(&opts, a).await,
         Command::Up => up(&opts).await,
         Command::Down(a) => down(&opts, a).await,
         Command::Primary(PrimaryCmd::Init(a)) => {
@@ -74,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(cmd) => bench::run(&opts, cmd).await,
         Command::Drill(a) => drill::run(&opts, a).await,
+        Command::Compose(ComposeCmd::Export(a)) => compose_export(&opts, a).await,
         Command::Postgres(PostgresCmd::List { json }) => {
             let list = binaries::list();
             if json {
@@ -106,7 +107,7 @@ pub(crate) async fn open_locked(
     Ok(Cluster::open_locked(opts, false, &Spinner::new()).await?)
 }
 
-fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
+async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     if opts.config.exists() && !a.force {
         bail!(
             "{} already exists: pass --force to overwrite it (the cluster's data is kept), or name another file with -c",
@@ -125,12 +126,22 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
             }
         }
     }
+    if a.image.is_some() && a.runtime != pgrepl_core::spec::RuntimeKind::Docker {
+        bail!("--image is the docker runtime's: add `--runtime docker`, or leave --image out");
+    }
     let mut spec = ClusterSpec::lab(&a.name, a.base_port)?;
     spec.cluster.runtime = a.runtime;
+    spec.cluster.image = a.image;
     runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
+    let dir = pgrepl_core::cluster::cluster_dir(&spec, &opts.config);
+    runtime::complete_new_spec(&mut spec, &dir).await?;
     spec.save(&opts.config)?;
+    let place = match &spec.cluster.subnet {
+        Some(net) => format!(" (runtime {}, network {net})", spec.cluster.runtime),
+        None => String::new(),
+    };
     println!(
-        "wrote {}: cluster '{}', pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
+        "wrote {}: cluster '{}'{place}, pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
         opts.config.display(),
         a.name,
         a.base_port
@@ -357,45 +368,38 @@ async fn psql(opts: &Options, a: NodeArg) -> Result<ExitCode> {
 }
 
 async fn logs(opts: &Options, a: LogsArgs) -> Result<ExitCode> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    use futures::StreamExt;
     let cluster = open(opts).await?;
-    cluster.node(&a.node)?;
-    let path = cluster.log_file(&a.node);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "{} has no log yet ({}): it has never been started",
-                a.node,
-                path.display()
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf).await?;
-    std::io::stdout().write_all(&buf)?;
-    if !a.follow {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut pos = file.stream_position().await?;
+    let node = cluster.node(&a.node)?;
+    let mut log = cluster.runtime.log_stream(node, a.follow).await?;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        let chunk = tokio::select! {
+            c = log.next() => c,
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        }
-        let len = tokio::fs::metadata(&path)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(pos);
-        if len < pos {
-            pos = 0; // truncated or replaced
-        }
-        file.seek(std::io::SeekFrom::Start(pos)).await?;
-        buf.clear();
-        file.read_to_end(&mut buf).await?;
-        pos += buf.len() as u64;
-        std::io::stdout().write_all(&buf)?;
+        };
+        let Some(chunk) = chunk else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        std::io::stdout().write_all(&chunk?)?;
         std::io::stdout().flush()?;
     }
+}
+
+async fn compose_export(opts: &Options, a: ComposeExportArgs) -> Result<ExitCode> {
+    if a.file.exists() && !a.force {
+        bail!(
+            "{} already exists: pass --force to overwrite it, or name another file",
+            a.file.display()
+        );
+    }
+    let cluster = open(opts).await?;
+    let text = pgrepl_core::runtime::docker::compose::export(&cluster, &Spinner::new()).await?;
+    std::fs::write(&a.file, text).with_context(|| format!("cannot write {}", a.file.display()))?;
+    println!(
+        "wrote {}: after `pgrepl down`, `docker-compose -f {} up -d` runs cluster '{}' from it",
+        a.file.display(),
+        a.file.display(),
+        cluster.name()
+    );
+    Ok(ExitCode::SUCCESS)
 }

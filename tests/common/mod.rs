@@ -121,11 +121,65 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub base_port: u16,
+    /// `local`, `netns` or `docker`.
+    pub runtime: &'static str,
+    /// The cluster's name (unique per test cluster on the other runtimes, whose engine
+    /// objects are named after it).
+    pub name: String,
+}
+
+/// Why a runtime cannot run on this machine (its prerequisite is missing), or None.
+pub fn runtime_missing(runtime: &str) -> Option<String> {
+    match runtime {
+        "docker" => {
+            let socket = Path::new("/var/run/docker.sock");
+            if std::os::unix::net::UnixStream::connect(socket).is_err() {
+                return Some(format!("no Docker Engine answers on {}", socket.display()));
+            }
+            if !nix::unistd::Uid::effective().is_root() {
+                return Some("the docker runtime's tests run as root (they enter containers' network namespaces)".into());
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Skips the calling test, loudly, when `runtime` cannot run here: returns true then.
+pub fn skip_without(runtime: &str) -> bool {
+    match runtime_missing(runtime) {
+        Some(reason) => {
+            eprintln!("\n*** SKIPPED: the {runtime} runtime: {reason} ***\n");
+            true
+        }
+        None => false,
+    }
 }
 
 impl TestCluster {
     /// A cluster file for the lab (not started).
     pub fn new(pg: Pg) -> Self {
+        Self::with_runtime(pg, "local")
+    }
+
+    /// A cluster file for the lab on `runtime` (not started); on the others than local it
+    /// gets a name of its own, since their objects (containers, networks) are named after it.
+    pub fn with_runtime(pg: Pg, runtime: &'static str) -> Self {
+        static SEQ: AtomicU16 = AtomicU16::new(0);
+        let name = if runtime == "local" {
+            "lab".to_string()
+        } else {
+            format!(
+                "t{}x{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::SeqCst)
+            )
+        };
+        Self::named(pg, runtime, &name)
+    }
+
+    /// A cluster file for the lab named `name` on `runtime` (not started).
+    pub fn named(pg: Pg, runtime: &'static str, name: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pgrepl-test-")
             .tempdir()
@@ -139,8 +193,18 @@ impl TestCluster {
             dir,
             config,
             base_port,
+            runtime,
+            name: name.to_string(),
         };
-        c.ok(&["init", "--base-port", &base_port.to_string()]);
+        c.ok(&[
+            "init",
+            "--base-port",
+            &base_port.to_string(),
+            "--runtime",
+            runtime,
+            "--name",
+            name,
+        ]);
         c
     }
 
@@ -234,12 +298,12 @@ impl TestCluster {
         }
     }
 
-    /// Where the cluster file puts the cluster's data (`.pgrepl/lab` unless it sets
+    /// Where the cluster file puts the cluster's data (`.pgrepl/<name>` unless it sets
     /// data_dir, or when it cannot be read).
     pub fn cluster_dir(&self) -> PathBuf {
         match pgrepl_core::spec::ClusterSpec::load(&self.config) {
             Ok(spec) => pgrepl_core::cluster::cluster_dir(&spec, &self.config),
-            Err(_) => self.dir.path().join(".pgrepl/lab"),
+            Err(_) => self.dir.path().join(".pgrepl").join(&self.name),
         }
     }
 
@@ -330,12 +394,47 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if self.runtime != "local" {
+            // Nothing of the cluster may outlive the test: its engine objects included.
+            let _ = self.command(&["down", "--purge", "--yes"]).output();
+            if self.runtime == "docker" {
+                docker_remove_labelled(&self.cluster_dir());
+            }
+            return;
+        }
         // A clean stop first; whatever survives (a frozen or half-started node) is killed.
         let _ = self.command(&["down"]).output();
         for pid in self.postmaster_pids() {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Removes, with the docker CLI, whatever carries the label of the cluster in `dir` (what a
+/// failed `down --purge` may have left: a frozen container, say).
+pub fn docker_remove_labelled(dir: &Path) {
+    let label = format!("label=pgrepl.dir={}", dir.display());
+    for (list, rm) in [
+        (
+            vec!["ps", "-aq", "--filter", &label],
+            vec!["rm", "-f", "-v"],
+        ),
+        (
+            vec!["network", "ls", "-q", "--filter", &label],
+            vec!["network", "rm"],
+        ),
+    ] {
+        let Ok(out) = Command::new("docker").args(&list).output() else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(&rm).args(&ids).output();
         }
     }
 }

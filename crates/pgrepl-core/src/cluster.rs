@@ -151,6 +151,11 @@ impl Cluster {
         self.runner.create_private_dir(dir)
     }
 
+    /// Runs PostgreSQL's programs and owns the files pgrepl writes.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
     /// The name of the OS user PostgreSQL runs as.
     pub fn os_user_name(&self) -> String {
         self.runner.os_user_name()

@@ -30,8 +30,9 @@ const OWN_FILES: &[&str] = &[
     ".failover.json",
     ".switchover.json",
 ];
-/// Directories of `bench up`'s bare steps.
-const OWN_DIRS: &[&str] = &["bare-initdb", "bare-clone"];
+/// Directories of `bench up`'s bare steps, and the docker runtime's /etc files for a user's
+/// image.
+const OWN_DIRS: &[&str] = &["bare-initdb", "bare-clone", crate::runtime::docker::ETC_DIR];
 /// What clusters made before the marker existed have: a passfile that starts so.
 const LEGACY_PASSFILE_HEADER: &str = "# pgrepl: generated passwords";
 
@@ -231,7 +232,9 @@ fn plan_log_dir(log: &Path, nodes: &[&str], plan: &mut PurgePlan) -> Result<()> 
         let ours = p.is_file()
             && p.file_stem()
                 .and_then(|s| s.to_str())
-                .map(|s| s.split_once(".rejoin-").map_or(s, |(node, _)| node))
+                // A server's log (`pg0.log`), or the log of a step of a node's rejoin
+                // (`pg0.rejoin-pg_rewind.log`).
+                .map(|s| s.split_once('.').map_or(s, |(node, _)| node))
                 .is_some_and(|s| nodes.contains(&s) || s == "bare")
             && p.extension().is_some_and(|x| x == "log");
         if ours {

@@ -97,17 +97,35 @@ pub struct Scratch {
 
 impl Scratch {
     pub async fn lab(opts: &Options, progress: &dyn Progress) -> Result<Scratch> {
+        Scratch::lab_on(opts, crate::spec::RuntimeKind::Local, progress).await
+    }
+
+    /// A scratch lab on the given runtime (named after this process on the others, whose
+    /// objects are named after the cluster: two benchmarks at once do not clash).
+    pub async fn lab_on(
+        opts: &Options,
+        kind: crate::spec::RuntimeKind,
+        progress: &dyn Progress,
+    ) -> Result<Scratch> {
         let dir = tempfile::Builder::new()
             .prefix("pgrepl-bench-")
             .tempdir()
             .what(|| "cannot create a temp dir".into())?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .what(|| "cannot open the temp dir to the OS user".into())?;
-        let spec = ClusterSpec::lab("bench", free_ports(4))?;
+        let name = if kind.is_local() {
+            "bench".to_string()
+        } else {
+            format!("bench-{}", std::process::id())
+        };
+        let mut spec = ClusterSpec::lab(&name, free_ports(4))?;
+        spec.cluster.runtime = kind;
         let opts = Options {
             config: dir.path().join("pgrepl.toml"),
             ..opts.clone()
         };
+        let cluster_dir = crate::cluster::cluster_dir(&spec, &opts.config);
+        runtime::complete_new_spec(&mut spec, &cluster_dir).await?;
         spec.save(&opts.config)?;
         let cluster = Cluster::with_spec(spec, &opts, true, progress).await?;
         Ok(Scratch { dir, cluster })

@@ -208,6 +208,23 @@ impl Runtime for LocalRuntime {
     async fn log_tail(&self, node: &NodeSpec, lines: usize) -> String {
         runtime::tail(&self.log(node), lines)
     }
+
+    async fn log_stream(
+        &self,
+        node: &NodeSpec,
+        follow: bool,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Vec<u8>>>> {
+        Ok(runtime::file_log_stream(self.log(node), follow))
+    }
+
+    /// Every node is on this machine's network: what the host reaches, a node reaches.
+    async fn can_reach(&self, _from: &NodeSpec, to: &NodeSpec, timeout: Duration) -> Result<bool> {
+        let at = std::net::SocketAddr::from((to.host, to.port));
+        Ok(matches!(
+            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(at)).await,
+            Ok(Ok(_))
+        ))
+    }
 }
 
 fn on_host(node: &NodeSpec) -> Endpoint {
@@ -218,7 +235,7 @@ fn on_host(node: &NodeSpec) -> Endpoint {
 }
 
 /// A port that something else listens on makes the start fail later: say it now.
-fn check_port_free(node: &NodeSpec) -> Result<()> {
+pub(crate) fn check_port_free(node: &NodeSpec) -> Result<()> {
     match std::net::TcpListener::bind((node.host, node.port)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Invalid(format!(

@@ -4,8 +4,10 @@
 //! `Arc<dyn Runtime>` only and never knows which runtime it has.
 //!
 //! Runtimes: `local` (processes on this machine, as an unprivileged OS user when pgrepl is
-//! root). `netns` and `docker` are named in the spec but not implemented yet.
+//! root), `docker` (one container per node on a network of the cluster's own). `netns` is
+//! named in the spec but not implemented yet.
 
+pub mod docker;
 pub mod fault;
 pub mod local;
 pub mod runner;
@@ -13,6 +15,9 @@ pub mod signals;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 use crate::postgres::PgInstall;
@@ -126,6 +131,13 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     fn busy_tools(&self, node: &NodeSpec) -> Vec<i32>;
     /// The last `lines` lines of the server's log.
     async fn log_tail(&self, node: &NodeSpec, lines: usize) -> String;
+    /// The server's whole log, then (with `follow`) what it writes next, for as long as the
+    /// stream is read.
+    async fn log_stream(
+        &self,
+        node: &NodeSpec,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<Vec<u8>>>>;
 
     /// Applies a network fault to the node.
     async fn apply_fault(&self, _node: &NodeSpec, _fault: &NetFault) -> Result<()> {
@@ -139,6 +151,9 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     async fn faults(&self, _node: &NodeSpec) -> Result<Vec<NetFault>> {
         Ok(Vec::new())
     }
+    /// Whether a TCP connection from `from`'s network reaches `to`'s peer endpoint within
+    /// `timeout` (what a monitor asks to tell a dead node from a cut-off one).
+    async fn can_reach(&self, from: &NodeSpec, to: &NodeSpec, timeout: Duration) -> Result<bool>;
 }
 
 /// The runtime the spec asks for, for the cluster in `cluster_dir`.
@@ -154,6 +169,12 @@ pub fn for_cluster(
             pg.clone(),
             runner.clone(),
         ))),
+        RuntimeKind::Docker => Ok(Arc::new(docker::DockerRuntime::new(
+            spec,
+            cluster_dir,
+            pg.clone(),
+            runner.clone(),
+        )?)),
         other => Err(not_available(other)),
     }
 }
@@ -169,9 +190,72 @@ fn not_available(kind: RuntimeKind) -> Error {
 /// where each node has its own network, ports cannot clash: nothing to check.
 pub fn check_new_spec(spec: &ClusterSpec, fix: &str) -> Result<()> {
     match spec.cluster.runtime {
-        RuntimeKind::Local => local::check_lab_ports(spec, fix),
+        // Docker publishes every node's port on the host.
+        RuntimeKind::Local | RuntimeKind::Docker => local::check_lab_ports(spec, fix),
         _ => Ok(()),
     }
+}
+
+/// Fills in what a new cluster file needs from this machine for its runtime (docker: a free
+/// subnet for the cluster whose data will live in `cluster_dir`, unless it has one; a user's
+/// image must be on this machine).
+pub async fn complete_new_spec(spec: &mut ClusterSpec, cluster_dir: &Path) -> Result<()> {
+    if spec.cluster.runtime == RuntimeKind::Docker {
+        if let Some(image) = &spec.cluster.image {
+            docker::check_image_present(image).await?;
+        }
+        if spec.cluster.subnet.is_none() {
+            spec.cluster.subnet = Some(docker::choose_subnet(cluster_dir).await?);
+        }
+    }
+    Ok(())
+}
+
+/// A log file, whole, then (with `follow`) what is appended to it, polled every 200 ms. The
+/// stream ends after an error.
+pub fn file_log_stream(path: PathBuf, follow: bool) -> BoxStream<'static, Result<Vec<u8>>> {
+    use futures::StreamExt;
+    use std::io::{Read, Seek};
+    // (read so far, first read done); None once an error was yielded.
+    futures::stream::unfold(Some((0u64, false)), move |state| {
+        let path = path.clone();
+        async move {
+            let (pos, started) = state?;
+            if started {
+                if !follow {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let read = (|| {
+                let mut f = std::fs::File::open(&path)?;
+                // Truncated or replaced: from the start again.
+                let pos = if f.metadata()?.len() < pos { 0 } else { pos };
+                f.seek(std::io::SeekFrom::Start(pos))?;
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)?;
+                Ok::<_, std::io::Error>((pos + buf.len() as u64, buf))
+            })();
+            Some(match read {
+                Ok((next, buf)) => (Ok(buf), Some((next, true))),
+                Err(e) if !started && e.kind() == std::io::ErrorKind::NotFound => (
+                    Err(Error::Precondition(format!(
+                        "there is no log yet ({}): the node has never been started",
+                        path.display()
+                    ))),
+                    None,
+                ),
+                Err(source) => (
+                    Err(Error::Io {
+                        what: format!("cannot read {}", path.display()),
+                        source,
+                    }),
+                    None,
+                ),
+            })
+        }
+    })
+    .boxed()
 }
 
 /// A node's data directory: one rule for the cluster and every runtime.

@@ -50,6 +50,14 @@ pub struct ClusterSection {
     /// re-clone, instead of filling its upstream's disk. `-1`: no limit.
     #[serde(default = "default_max_slot_wal_keep_size")]
     pub max_slot_wal_keep_size: String,
+    /// The cluster's private /24 (`"10.x.y.0/24"`), chosen free by `init --runtime docker`
+    /// and pinned: pg_hba.conf admits it, so a network made again must have the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// The docker runtime's image when the user has one (e.g. `postgres:18`); none: pgrepl
+    /// builds `pgrepl/postgres:<version>` from the installation it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Where a cluster's nodes live: local processes, one network namespace per node, or one
@@ -196,6 +204,8 @@ impl ClusterSpec {
                 data_dir: None,
                 runtime: RuntimeKind::Local,
                 max_slot_wal_keep_size: default_max_slot_wal_keep_size(),
+                subnet: None,
+                image: None,
             },
             nodes: vec![
                 node(0, None),
