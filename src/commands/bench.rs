@@ -7,7 +7,7 @@ use comfy_table::Table;
 use pgrepl_core::bench::all::{AllOptions, AllReport};
 use pgrepl_core::bench::rejoin::{RejoinOptions, RejoinReport};
 use pgrepl_core::bench::roles::{self, RolesOptions, RolesReport};
-use pgrepl_core::bench::up::UpReport;
+use pgrepl_core::bench::up::{RuntimeUpReport, UpReport};
 use pgrepl_core::bench::writer::{self, WriterBenchOptions, WriterReport};
 use pgrepl_core::bench::{self, Stats};
 use pgrepl_core::cluster::Options;
@@ -24,8 +24,16 @@ pub async fn run(opts: &Options, args: BenchArgs) -> Result<ExitCode> {
     let spinner = Spinner::new();
     match cmd {
         BenchCmd::Sync(a) => super::sync::bench(opts, a).await,
-        BenchCmd::Up { runs, json } => {
-            let r = bench::up::run(opts, runs.max(1), &spinner).await?;
+        BenchCmd::Up {
+            runs,
+            runtime: Some(kind),
+            json,
+        } if !kind.is_local() => {
+            let r = bench::up::compare(opts, kind, runs.unwrap_or(3).max(1), &spinner).await?;
+            show(json, &r, print_up_compare)
+        }
+        BenchCmd::Up { runs, json, .. } => {
+            let r = bench::up::run(opts, runs.unwrap_or(5).max(1), &spinner).await?;
             show(json, &r, print_up)
         }
         BenchCmd::Switchover {
@@ -105,6 +113,21 @@ fn print_up(r: &UpReport) {
     println!(
         "up / (initdb + clone + start) = {:.0} ms / {:.0} ms = {:.2}x   (target: at most 1.5x and under 2000 ms)",
         r.up.median_ms, sum, r.ratio
+    );
+}
+
+fn print_up_compare(r: &RuntimeUpReport) {
+    let mut t = stats_table();
+    let other = format!("pgrepl up on the {} runtime", r.runtime);
+    add(&mut t, "pgrepl up on the local runtime", r.local);
+    add(&mut t, &other, r.other);
+    println!(
+        "bench up --runtime {}: PostgreSQL {}, 4-node lab to all streaming, {} runs each, alternating\n{t}",
+        r.runtime, r.postgres, r.local.runs
+    );
+    println!(
+        "{} / local = {:.0} ms / {:.0} ms = {:.2}x   (target: at most 1.5x)",
+        r.runtime, r.other.median_ms, r.local.median_ms, r.ratio
     );
 }
 

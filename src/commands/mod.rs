@@ -1,6 +1,7 @@
 //! One handler per command.
 
 mod failover;
+pub mod net;
 mod sync;
 
 use std::io::{IsTerminal, Write};
@@ -28,7 +29,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         os_user: Some(cli.os_user.clone()),
     };
     match cli.command {
-        Command::Init(a) => init(&opts, a),
+        Command::Init(a) => init(&opts, a).await,
         Command::Up => up(&opts).await,
         Command::Down(a) => down(&opts, a).await,
         Command::Primary(PrimaryCmd::Init(a)) => {
@@ -72,6 +73,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Net(c) => net::run(&opts, c).await,
+        Command::Freeze(a) => net::freeze(&opts, &a.node, true).await,
+        Command::Thaw(a) => net::freeze(&opts, &a.node, false).await,
+        Command::NetDelayer(a) => Ok(net::delayer(&a)),
         Command::Bench(cmd) => bench::run(&opts, cmd).await,
         Command::Drill(a) => drill::run(&opts, a).await,
         Command::Postgres(PostgresCmd::List { json }) => {
@@ -95,7 +100,7 @@ pub(crate) fn print(outcome: Outcome) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open(opts: &Options) -> Result<Cluster> {
+pub(crate) async fn open(opts: &Options) -> Result<Cluster> {
     Ok(Cluster::open(opts, false, &Spinner::new()).await?)
 }
 
@@ -107,7 +112,7 @@ pub(crate) async fn open_locked(
     Ok((cluster, lock))
 }
 
-fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
+async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     if opts.config.exists() && !a.force {
         bail!(
             "{} already exists: pass --force to overwrite it (the cluster's data is kept), or name another file with -c",
@@ -129,12 +134,20 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     let mut spec = ClusterSpec::lab(&a.name, a.base_port)?;
     spec.cluster.runtime = a.runtime;
     runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
+    let cluster_dir = pgrepl_core::cluster::cluster_dir(&spec, &opts.config);
+    runtime::complete_new_spec(&mut spec, &cluster_dir).await?;
     spec.save(&opts.config)?;
+    let at = match &spec.cluster.subnet {
+        Some(subnet) => format!(
+            "on the {} runtime in {subnet} (pg0 at .10, pg1 .11, ..., each on port 5432)",
+            spec.cluster.runtime
+        ),
+        None => format!("pg0 primary on port {}", a.base_port),
+    };
     println!(
-        "wrote {}: cluster '{}', pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
+        "wrote {}: cluster '{}', {at}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
         opts.config.display(),
         a.name,
-        a.base_port
     );
     Ok(ExitCode::SUCCESS)
 }

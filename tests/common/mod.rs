@@ -114,16 +114,64 @@ pub fn free_base_port() -> u16 {
     }
 }
 
+/// Why a runtime cannot run here (not root, a tool missing), or None when it can.
+pub fn runtime_missing(runtime: &str) -> Option<String> {
+    let tool = |t: &str| {
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(t).exists())
+    };
+    match runtime {
+        "netns" if !nix::unistd::Uid::effective().is_root() => {
+            Some("the netns runtime needs root".into())
+        }
+        "netns" => ["ip", "nft", "iptables"]
+            .into_iter()
+            .find(|t| !tool(t))
+            .map(|t| format!("the netns runtime needs `{t}`, which is not installed")),
+        _ => None,
+    }
+}
+
+/// Says loudly that a test did not run: straight to the process's stderr, past the test
+/// harness's capture (which would hide it for a test that returns).
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+}
+
 pub struct TestCluster {
     pub pg: Pg,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub base_port: u16,
+    pub runtime: String,
 }
 
 impl TestCluster {
     /// A cluster file for the lab (not started).
     pub fn new(pg: Pg) -> Self {
+        Self::init(pg, "local")
+    }
+
+    /// A cluster file for the lab on `runtime`, or None (said loudly, with the reason) when
+    /// that runtime cannot run here: the caller returns.
+    pub fn on(pg: Pg, runtime: &str, test: &str) -> Option<Self> {
+        if let Some(reason) = runtime_missing(runtime) {
+            skipped(test, &reason);
+            return None;
+        }
+        Some(Self::init(pg, runtime))
+    }
+
+    /// The lab on `runtime`, up and streaming (None: skipped, see [`TestCluster::on`]).
+    pub fn up_on(pg: Pg, runtime: &str, test: &str) -> Option<Self> {
+        let c = Self::on(pg, runtime, test)?;
+        c.ok(&["up"]);
+        Some(c)
+    }
+
+    fn init(pg: Pg, runtime: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pgrepl-test-")
             .tempdir()
@@ -137,8 +185,15 @@ impl TestCluster {
             dir,
             config,
             base_port,
+            runtime: runtime.to_string(),
         };
-        c.ok(&["init", "--base-port", &base_port.to_string()]);
+        c.ok(&[
+            "init",
+            "--base-port",
+            &base_port.to_string(),
+            "--runtime",
+            runtime,
+        ]);
         c
     }
 
@@ -232,6 +287,24 @@ impl TestCluster {
         }
     }
 
+    /// Starts `pgrepl sql NODE SQL` for a commit that must wait on synchronous replication,
+    /// and returns once the node shows it waiting.
+    pub fn spawn_waiting_commit(&self, node: &str, sql: &str) -> std::process::Child {
+        let mut child = self
+            .command(&["sql", node, sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.wait_sql(
+            node,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            "1",
+        );
+        assert!(child.try_wait().unwrap().is_none(), "`{sql}` must wait");
+        child
+    }
+
     pub fn data_dir(&self, node: &str) -> PathBuf {
         self.dir.path().join(".pgrepl/lab").join(node)
     }
@@ -253,10 +326,15 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         // A clean stop first; whatever survives (a frozen or half-started node) is killed.
         let _ = self.command(&["down"]).output();
-        for pid in self.postmaster_pids() {
-            let pid = nix::unistd::Pid::from_raw(pid);
+        let leftovers = self.postmaster_pids();
+        for pid in &leftovers {
+            let pid = nix::unistd::Pid::from_raw(*pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        // Once nothing runs, `down` removes what the runtime made (a network) for sure.
+        if self.runtime != "local" {
+            let _ = self.command(&["down"]).output();
         }
     }
 }
@@ -278,4 +356,20 @@ macro_rules! pg_test {
             }
         }
     };
+}
+
+/// Waits until `child` exits, at most `within` (`what` names it in the failure).
+pub fn exit_within(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Progress, Silent};
 use crate::runtime::{self, StopMode};
 use crate::secrets::SUPERUSER;
-use crate::spec::ClusterSpec;
+use crate::spec::{ClusterSpec, RuntimeKind};
 
 /// Min, median and max of a set of timings.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -97,17 +97,29 @@ pub struct Scratch {
 
 impl Scratch {
     pub async fn lab(opts: &Options, progress: &dyn Progress) -> Result<Scratch> {
+        Scratch::lab_on(opts, RuntimeKind::Local, progress).await
+    }
+
+    /// The same lab on another runtime.
+    pub async fn lab_on(
+        opts: &Options,
+        runtime: RuntimeKind,
+        progress: &dyn Progress,
+    ) -> Result<Scratch> {
         let dir = tempfile::Builder::new()
             .prefix("pgrepl-bench-")
             .tempdir()
             .what(|| "cannot create a temp dir".into())?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .what(|| "cannot open the temp dir to the OS user".into())?;
-        let spec = ClusterSpec::lab("bench", free_ports(4))?;
+        let mut spec = ClusterSpec::lab("bench", free_ports(4))?;
+        spec.cluster.runtime = runtime;
         let opts = Options {
             config: dir.path().join("pgrepl.toml"),
             ..opts.clone()
         };
+        let cluster_dir = crate::cluster::cluster_dir(&spec, &opts.config);
+        runtime::complete_new_spec(&mut spec, &cluster_dir).await?;
         spec.save(&opts.config)?;
         let cluster = Cluster::with_spec(spec, &opts, true, progress).await?;
         Ok(Scratch { dir, cluster })

@@ -1,5 +1,6 @@
 //! `pgrepl bench up`: the 4-node lab from nothing to all streaming, against the bare steps
-//! it is made of (initdb, one pg_basebackup, one server start) measured in the same run.
+//! it is made of (initdb, one pg_basebackup, one server start) measured in the same run; or,
+//! with another runtime, against the local runtime's `up` measured in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use crate::cluster::Options;
 use crate::error::Result;
 use crate::progress::{Progress, Silent};
 use crate::runtime::{self, StopMode};
+use crate::spec::RuntimeKind;
 
 #[derive(Debug, Serialize)]
 pub struct UpReport {
@@ -107,4 +109,58 @@ async fn one_run(
     server.start().await?;
     let start = t.elapsed();
     Ok((up, initdb, clone, start))
+}
+
+/// `up` on another runtime beside the local one's.
+#[derive(Debug, Serialize)]
+pub struct RuntimeUpReport {
+    pub postgres: String,
+    pub runtime: String,
+    pub local: Stats,
+    pub other: Stats,
+    /// Median of the other runtime's `up` over the local runtime's.
+    pub ratio: f64,
+}
+
+/// Runs `up` of a fresh lab on `other` and on the local runtime, alternately (each run
+/// starts with the other one than the last, so that a noisy moment of a shared machine
+/// weighs on both).
+pub async fn compare(
+    opts: &Options,
+    other: RuntimeKind,
+    runs: usize,
+    progress: &dyn Progress,
+) -> Result<RuntimeUpReport> {
+    let (mut local, mut theirs) = (vec![], vec![]);
+    let mut postgres = String::new();
+    for i in 0..runs {
+        let order = if i % 2 == 0 {
+            [RuntimeKind::Local, other]
+        } else {
+            [other, RuntimeKind::Local]
+        };
+        for kind in order {
+            progress.step(&format!("run {}/{runs}: up on the {kind} runtime", i + 1));
+            let scratch = Scratch::lab_on(opts, kind, progress).await?;
+            let t = Instant::now();
+            let result = crate::ops::up::up(&scratch.cluster, &Silent).await;
+            let took = t.elapsed();
+            postgres = scratch.cluster.pg.version.clone();
+            scratch.teardown().await;
+            result?;
+            if kind == RuntimeKind::Local {
+                local.push(took);
+            } else {
+                theirs.push(took);
+            }
+        }
+    }
+    let (local, other_stats) = (Stats::of(&local), Stats::of(&theirs));
+    Ok(RuntimeUpReport {
+        postgres,
+        runtime: other.to_string(),
+        ratio: other_stats.median_ms / local.median_ms,
+        local,
+        other: other_stats,
+    })
 }

@@ -7,6 +7,7 @@ pub mod control;
 pub mod failover;
 pub mod follow;
 pub mod load;
+pub mod net;
 pub mod primary;
 pub mod promote;
 pub mod rejoin;

@@ -50,10 +50,22 @@ pub async fn connect_session(p: &ConnParams) -> Result<Session> {
         .dbname(&p.dbname)
         .application_name(&p.application_name)
         .connect_timeout(p.connect_timeout);
-    let (client, mut connection) = cfg.connect(NoTls).await.map_err(|source| Error::Sql {
-        what: format!("cannot connect to {}:{}", p.host, p.port),
-        source,
-    })?;
+    // connect_timeout bounds the TCP connect only: a frozen server's kernel still accepts
+    // the connection, and the startup exchange would then wait forever.
+    let limit = p.connect_timeout * 2;
+    let (client, mut connection) = tokio::time::timeout(limit, cfg.connect(NoTls))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!(
+                "{}:{} to answer (the connection was accepted, but the server says nothing: frozen?)",
+                p.host, p.port
+            ),
+            after: limit,
+        })?
+        .map_err(|source| Error::Sql {
+            what: format!("cannot connect to {}:{}", p.host, p.port),
+            source,
+        })?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

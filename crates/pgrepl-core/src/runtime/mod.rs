@@ -4,15 +4,19 @@
 //! `Arc<dyn Runtime>` only and never knows which runtime it has.
 //!
 //! Runtimes: `local` (processes on this machine, as an unprivileged OS user when pgrepl is
-//! root). `netns` and `docker` are named in the spec but not implemented yet.
+//! root), `netns` (the same processes, each node in a network namespace of its own, on a
+//! bridge of the cluster's own). `docker` is named in the spec but not implemented yet.
 
+pub mod enter;
 pub mod fault;
 pub mod local;
+pub mod netns;
 pub mod runner;
 pub mod signals;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::postgres::PgInstall;
@@ -127,7 +131,13 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// The last `lines` lines of the server's log.
     async fn log_tail(&self, node: &NodeSpec, lines: usize) -> String;
 
-    /// Applies a network fault to the node.
+    /// Whether this runtime can apply network faults here (and what is missing if not): for
+    /// checks before a drill or a command changes anything.
+    fn check_network_faults(&self) -> Result<()> {
+        Err(no_network_faults())
+    }
+    /// Applies a network fault to the node, adding to the faults it has (a new delay or loss
+    /// replaces the old one).
     async fn apply_fault(&self, _node: &NodeSpec, _fault: &NetFault) -> Result<()> {
         Err(no_network_faults())
     }
@@ -139,6 +149,9 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     async fn faults(&self, _node: &NodeSpec) -> Result<Vec<NetFault>> {
         Ok(Vec::new())
     }
+    /// Whether a TCP connection from `from`'s network reaches `to`'s peer endpoint within
+    /// `timeout` (what a monitor asks to tell a dead node from a cut-off one).
+    async fn can_reach(&self, from: &NodeSpec, to: &NodeSpec, timeout: Duration) -> Result<bool>;
 }
 
 /// The runtime the spec asks for, for the cluster in `cluster_dir`.
@@ -154,6 +167,12 @@ pub fn for_cluster(
             pg.clone(),
             runner.clone(),
         ))),
+        RuntimeKind::Netns => Ok(Arc::new(netns::NetnsRuntime::new(
+            spec,
+            cluster_dir,
+            pg.clone(),
+            runner.clone(),
+        )?)),
         other => Err(not_available(other)),
     }
 }
@@ -172,6 +191,19 @@ pub fn check_new_spec(spec: &ClusterSpec, fix: &str) -> Result<()> {
         RuntimeKind::Local => local::check_lab_ports(spec, fix),
         _ => Ok(()),
     }
+}
+
+/// Fills in what a new cluster file needs from this machine for its runtime (netns: a free
+/// subnet for the cluster whose data will live in `cluster_dir`, unless it has one).
+pub async fn complete_new_spec(spec: &mut ClusterSpec, cluster_dir: &Path) -> Result<()> {
+    if spec.cluster.runtime == RuntimeKind::Netns && spec.cluster.subnet.is_none() {
+        spec.cluster.subnet = Some(
+            netns::network::choose_subnet(cluster_dir)
+                .await?
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// A node's data directory: one rule for the cluster and every runtime.
@@ -211,14 +243,32 @@ mod tests {
     #[test]
     fn unimplemented_runtimes_refuse_at_open() {
         let mut spec = ClusterSpec::lab("lab", 15432).unwrap();
-        spec.cluster.runtime = RuntimeKind::Netns;
+        spec.cluster.runtime = RuntimeKind::Docker;
         let e = for_cluster(&spec, Path::new("/c"), &pg(), &Runner::new(None).unwrap())
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("the netns runtime is not available yet"),
+            e.starts_with("the docker runtime is not available yet"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn netns_nodes_listen_on_5432_at_their_place_in_the_file() {
+        let mut spec = ClusterSpec::lab("lab", 15432).unwrap();
+        spec.cluster.runtime = RuntimeKind::Netns;
+        spec.cluster.subnet = Some("10.77.3.0/24".into());
+        let rt = for_cluster(&spec, Path::new("/c"), &pg(), &Runner::new(None).unwrap()).unwrap();
+        let (pg0, pg2) = (&spec.nodes[0], &spec.nodes[2]);
+        let at = |h: &str| Endpoint {
+            host: h.into(),
+            port: 5432,
+        };
+        assert_eq!(rt.peer_endpoint(pg0), at("10.77.3.10"));
+        assert_eq!(rt.client_endpoint(pg2), at("10.77.3.12"));
+        assert_eq!(rt.tool_endpoint(pg2, pg0), at("10.77.3.10"));
+        assert_eq!(rt.listen(pg2).addresses, "10.77.3.12");
+        assert_eq!(rt.hba_networks(&spec.nodes), vec!["10.77.3.0/24"]);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct ClusterSection {
     /// Where the nodes live (see [`crate::runtime`]); omitted from the file when local.
     #[serde(default, skip_serializing_if = "RuntimeKind::is_local")]
     pub runtime: RuntimeKind,
+    /// The netns runtime's private /24 (`"10.x.y.0/24"`), chosen free by `init --runtime
+    /// netns`: node i of the file has `.(10 + i)`, the host `.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 /// Where a cluster's nodes live: local processes, one network namespace per node, or one
@@ -186,6 +190,7 @@ impl ClusterSpec {
                 replication_user: default_replication_user(),
                 data_dir: None,
                 runtime: RuntimeKind::Local,
+                subnet: None,
             },
             nodes: vec![
                 node(0, None),
