@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Pg, TestCluster};
+use pgrepl_core::cluster::Options;
+use pgrepl_core::progress::Silent;
+use pgrepl_core::Cluster;
 use serde_json::{json, Value};
 
 fn netns_up(test: &str) -> Option<TestCluster> {
@@ -82,6 +85,25 @@ fn reaches_from(pid: i32, addr: &str) -> bool {
         .status()
         .unwrap()
         .success()
+}
+
+/// `Runtime::can_reach` through the library: a connect from `from`'s network to `to`.
+fn can_reach(c: &TestCluster, from: &str, to: &str) -> bool {
+    let opts = Options {
+        config: c.config.clone(),
+        pg_bin: Some(c.pg.bin()),
+        os_user: Some("postgres".into()),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cluster = Cluster::open(&opts, false, &Silent).await.unwrap();
+        let (from, to) = (cluster.node(from).unwrap(), cluster.node(to).unwrap());
+        cluster
+            .runtime
+            .can_reach(from, to, Duration::from_secs(1))
+            .await
+            .unwrap()
+    })
 }
 
 fn address(c: &TestCluster, node: &str) -> String {
@@ -245,7 +267,7 @@ fn a_partitioned_async_standby_stops_receiving_and_catches_up() {
     c.wait_sql("pg1", "SELECT count(*) FROM p", "1");
 
     // The monitor's question, asked of the runtime: pg0 reaches pg1 until the partition.
-    let reach = || reaches_from(postmaster(&c, "pg0"), &address(&c, "pg1"));
+    let reach = || can_reach(&c, "pg0", "pg1");
     assert!(reach());
     let out = c.ok(&["net", "partition", "pg1", "--no-host"]);
     assert!(

@@ -97,6 +97,16 @@ pub async fn status(cluster: &Cluster) -> ClusterStatus {
     for (n, (frozen, f)) in status.nodes.iter_mut().zip(faults) {
         n.frozen = frozen;
         n.faults = f;
+        let hidden = n
+            .faults
+            .iter()
+            .any(|f| matches!(f, NetFault::Partition { host: true, .. }));
+        if hidden && n.state == State::Unreachable {
+            status.warnings.push(format!(
+                "{} is partitioned from the host: pgrepl cannot see it, though it still runs in whatever role it had; `pgrepl net heal {}` ends the partition",
+                n.name, n.name
+            ));
+        }
     }
     status
 }

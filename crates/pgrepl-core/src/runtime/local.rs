@@ -195,6 +195,14 @@ impl Runtime for LocalRuntime {
             return Ok(false);
         };
         signals::freeze(pid, frozen);
+        // A signal takes effect when its process is next scheduled: on a busy machine a
+        // moment later. Until then the node is not frozen (or thawed) yet.
+        for _ in 0..2000 {
+            if signals::is_stopped(pid) == frozen || !signals::alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(true)
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,15 +39,6 @@ pub struct Delay {
     pub jitter: Duration,
 }
 
-/// A namespace by name (`/run/netns/NAME`) or by path (a container's `/proc/PID/ns/net`).
-fn ns_file(netns: &str) -> PathBuf {
-    if netns.contains('/') {
-        PathBuf::from(netns)
-    } else {
-        naming::ns_path(netns)
-    }
-}
-
 /// Whether `pid` is a delayer (by its command line).
 pub fn is_delayer(pid: i32) -> bool {
     enter::cmdline(pid).get(1).map(String::as_str) == Some(SUBCOMMAND)
@@ -55,7 +46,7 @@ pub fn is_delayer(pid: i32) -> bool {
 
 /// The delayers running in a namespace, with what each does.
 pub fn find(netns: &str) -> Vec<(i32, Delay)> {
-    enter::pids_in(&ns_file(netns))
+    enter::pids_in(&naming::ns_path(netns))
         .into_iter()
         .filter(|p| signals::alive(*p))
         .filter_map(|pid| {
@@ -109,7 +100,7 @@ pub async fn spawn(netns: &str, d: &Delay, log: &Path) -> Result<i32> {
             .what(|| format!("cannot open {}", log.display()))?,
     )
     .kill_on_drop(false);
-    Enter::netns(&ns_file(netns))
+    Enter::netns(&naming::ns_path(netns))
         .what(|| format!("cannot enter network namespace {netns}"))?
         .detached()
         .install(&mut cmd);
@@ -161,7 +152,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// The delayer process itself (the hidden subcommand), before any other thread exists: it
 /// enters `netns`, binds the queue, says `ready` on stdout, and delays until SIGTERM.
 pub fn run_process(netns: &str, d: &Delay) -> std::result::Result<(), String> {
-    let file = std::fs::File::open(ns_file(netns)).map_err(|e| format!("{netns}: {e}"))?;
+    let file = std::fs::File::open(naming::ns_path(netns)).map_err(|e| format!("{netns}: {e}"))?;
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("cannot enter {netns}: {e}"))?;
     run(d, || {

@@ -64,9 +64,13 @@ impl ClusterNet {
     }
 }
 
-/// The file of a named namespace.
+/// The file of a named namespace; a path (a container's `/proc/PID/ns/net`) is its own file.
 pub fn ns_path(name: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(name)
+    if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        Path::new(NETNS_DIR).join(name)
+    }
 }
 
 /// The bridge port (in the switch namespace) of the node at `index` in the cluster file.
