@@ -379,8 +379,8 @@ fn a_delay_raises_the_replay_lag_by_about_that_much() {
 }
 
 #[test]
-fn a_partition_drill_shows_the_write_gap_and_loses_nothing() {
-    let Some(c) = netns_up("a_partition_drill_shows_the_write_gap_and_loses_nothing") else {
+fn partition_and_delay_drills_lose_nothing() {
+    let Some(c) = netns_up("partition_and_delay_drills_lose_nothing") else {
         return;
     };
     let out = c.ok(&[
@@ -402,6 +402,17 @@ fn a_partition_drill_shows_the_write_gap_and_loses_nothing() {
     assert_eq!(run["converged"], true, "{run}");
     assert_eq!(run["primary_after"], "pg0", "{run}");
     // Healed at the end.
+    assert_eq!(c.node_status("pg0")["faults"], json!([]));
+
+    let out = c.ok(&[
+        "drill", "delay", "--delay", "50ms", "--hold", "1s", "--before", "1s", "--after", "500ms",
+        "--json",
+    ]);
+    let j: Value = serde_json::from_str(&out).expect("drill --json is JSON");
+    let run = &j["runs"][0];
+    assert_eq!(run["event"]["detail"]["delay_ms"], 50.0, "{run}");
+    assert_eq!(run["lost_acknowledged"], 0, "{run}");
+    assert_eq!(run["converged"], true, "{run}");
     assert_eq!(c.node_status("pg0")["faults"], json!([]));
 }
 
