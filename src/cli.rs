@@ -88,6 +88,82 @@ pub enum Command {
     /// docker-compose files of a docker cluster.
     #[command(subcommand)]
     Compose(ComposeCmd),
+    /// Network faults on one node (netns and docker runtimes): partition, delay, loss, heal.
+    #[command(subcommand)]
+    Net(NetCmd),
+    /// Stop every process of a node at once (SIGSTOP): it keeps its connections and answers
+    /// nothing until `pgrepl thaw`.
+    Freeze(NodeArg),
+    /// Resume a frozen node (SIGCONT).
+    Thaw(NodeArg),
+    /// The netns runtime's packet delayer (started by `pgrepl net delay`, not by hand).
+    #[command(name = "__net-delayer", hide = true)]
+    NetDelayer(NetDelayerArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetCmd {
+    /// Cut NODE off, both directions: by default from every other node and from the host.
+    Partition(NetPartitionArgs),
+    /// Remove the network faults of NODE (of every node without one).
+    Heal(NetHealArgs),
+    /// Delay every packet NODE sends, e.g. `net delay pg1 50ms --jitter 10ms`.
+    Delay(NetDelayArgs),
+    /// Drop a share of the packets NODE sends, e.g. `net loss pg1 5%`.
+    Loss(NetLossArgs),
+    /// Each node's faults (network faults, and frozen).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NetPartitionArgs {
+    pub node: String,
+    /// Only from these (comma-separated node names; `host` for the host).
+    #[arg(long, value_delimiter = ',')]
+    pub from: Vec<String>,
+    /// Keep the host's link (pgrepl can still see the node).
+    #[arg(long)]
+    pub no_host: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NetHealArgs {
+    pub node: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetDelayArgs {
+    pub node: String,
+    /// How long each packet waits, e.g. 50ms.
+    #[arg(allow_hyphen_values = true)]
+    pub delay: String,
+    /// Each packet's delay varies by up to this much either way (order is kept).
+    #[arg(long, allow_hyphen_values = true)]
+    pub jitter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetLossArgs {
+    pub node: String,
+    /// Share of packets dropped, e.g. 5%.
+    #[arg(allow_hyphen_values = true)]
+    pub percent: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetDelayerArgs {
+    /// The network namespace (a name in /run/netns, or a path).
+    #[arg(long)]
+    pub netns: String,
+    #[arg(long, default_value_t = 0)]
+    pub queue: u16,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub jitter: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,7 +184,7 @@ pub struct ComposeExportArgs {
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
-    /// The event: switchover, failover, crash, freeze or sync-block; or `matrix`, the
+    /// The event: switchover, failover, crash, freeze, sync-block, partition or delay; or `matrix`, the
     /// failover drill under async, FIRST 1 and ANY 1 (sync2, sync3) replication in one table.
     pub event: String,
     /// How many times to run it (between runs the cluster is made ready again: one primary,
@@ -121,9 +197,12 @@ pub struct DrillArgs {
     /// Target commits per second, all writers together.
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
-    /// How long a freeze or a sync block lasts.
+    /// How long a freeze, a sync block, a partition or a delay lasts.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub hold: Duration,
+    /// The delay event's delay of every packet the primary sends.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
     /// Steady load before the event.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub before: Duration,

@@ -24,6 +24,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    // The delayer enters a network namespace, which a thread does for itself: it runs
+    // before any other thread exists.
+    if let cli::Command::NetDelayer(a) = &cli.command {
+        return commands::net::delayer(a);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

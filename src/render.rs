@@ -3,6 +3,7 @@
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 use pgrepl_core::observe::status::{ClusterStatus, NodeStatus, Role, State};
 use pgrepl_core::postgres::PgInstall;
+use pgrepl_core::runtime::NetFault;
 
 /// A table in pgrepl's style: a border around, a rule under the header, aligned columns.
 pub fn table() -> Table {
@@ -62,23 +63,43 @@ fn state(s: State) -> &'static str {
     }
 }
 
+/// A node's injected faults in a few words ("-" for none).
+pub fn faults(frozen: bool, faults: &[NetFault]) -> String {
+    let mut all: Vec<String> = faults.iter().map(ToString::to_string).collect();
+    if frozen {
+        all.insert(0, "frozen".into());
+    }
+    if all.is_empty() {
+        "-".into()
+    } else {
+        all.join("; ")
+    }
+}
+
 pub fn status_table(s: &ClusterStatus) -> String {
     let mut t = table();
+    // Where every node has an address of its own (netns), the address tells them apart.
+    let one_host = s.nodes.windows(2).all(|w| w[0].host == w[1].host);
+    let any_fault = s.nodes.iter().any(|n| n.frozen || !n.faults.is_empty());
+    let mut header = vec![
+        "NODE",
+        if one_host { "PORT" } else { "ADDRESS" },
+        "STATE",
+        "ROLE",
+        "TL",
+        "LSN",
+        "UPSTREAM",
+        "SLOT",
+        "APP NAME",
+        "SYNC",
+        "LAG",
+        "LAG w/f/r ms",
+    ];
+    if any_fault {
+        header.push("FAULTS");
+    }
     t.set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(vec![
-            "NODE",
-            "PORT",
-            "STATE",
-            "ROLE",
-            "TL",
-            "LSN",
-            "UPSTREAM",
-            "SLOT",
-            "APP NAME",
-            "SYNC",
-            "LAG",
-            "LAG w/f/r ms",
-        ]);
+        .set_header(header);
     for n in &s.nodes {
         let lag_times = if n.write_lag_ms.is_some() || n.replay_lag_ms.is_some() {
             format!(
@@ -99,9 +120,14 @@ pub fn status_table(s: &ClusterStatus) -> String {
         if n.needs_rejoin {
             st += " (needs rejoin)";
         }
-        t.add_row(vec![
+        let address = if one_host {
+            n.port.to_string()
+        } else {
+            format!("{}:{}", n.host, n.port)
+        };
+        let mut row = vec![
             Cell::new(&n.name),
-            Cell::new(n.port).set_alignment(CellAlignment::Right),
+            Cell::new(address).set_alignment(CellAlignment::Right),
             Cell::new(st),
             Cell::new(role(n)),
             Cell::new(dash(n.timeline)).set_alignment(CellAlignment::Right),
@@ -113,7 +139,11 @@ pub fn status_table(s: &ClusterStatus) -> String {
             Cell::new(n.lag_bytes.map(bytes).unwrap_or_else(|| "-".into()))
                 .set_alignment(CellAlignment::Right),
             Cell::new(lag_times).set_alignment(CellAlignment::Right),
-        ]);
+        ];
+        if any_fault {
+            row.push(Cell::new(faults(n.frozen, &n.faults)));
+        }
+        t.add_row(row);
     }
     let mut out = format!("cluster {}\n{t}\n", s.cluster);
     if let Some(sync) = &s.sync {

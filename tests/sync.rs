@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Pg, TestCluster};
 use serde_json::json;
@@ -86,39 +85,19 @@ pg_test!(lab_scenario_first_1_sync2_sync3, |pg: Pg| {
     );
 
     // Without a timeout it waits, seen by status, until synchronous replication is off.
-    let mut blocked = c
-        .command(&["sql", "pg0", "INSERT INTO sync_test VALUES (3)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.wait_sql(
-        "pg0",
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
-        "1",
-    );
+    let mut blocked = c.spawn_waiting_commit("pg0", "INSERT INTO sync_test VALUES (3)");
     let s = c.status();
     assert_eq!(s["sync"]["satisfied"], false, "{}", s["sync"]);
     assert_eq!(s["sync"]["waiting_sessions"], 1);
     assert!(s["sync"]["oldest_wait_ms"].as_f64().unwrap() >= 0.0);
-    assert!(
-        blocked.try_wait().unwrap().is_none(),
-        "the INSERT must wait"
-    );
 
     let out = c.ok(&["sync", "disable"]);
     assert!(out.contains("1 commit(s)"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = blocked.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the INSERT did not complete after sync disable"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::exit_within(
+        &mut blocked,
+        Duration::from_secs(10),
+        "the INSERT did not complete after sync disable",
+    );
     assert!(status.success(), "{:?}", blocked.wait_with_output());
     assert_eq!(
         c.sql(

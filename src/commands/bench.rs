@@ -29,11 +29,11 @@ pub async fn run(opts: &Options, args: BenchArgs) -> Result<ExitCode> {
             runtime: Some(kind),
             json,
         } if !kind.is_local() => {
-            let r = bench::up::compare(opts, kind, runs.unwrap_or(3), &spinner).await?;
+            let r = bench::up::compare(opts, kind, runs.unwrap_or(3).max(1), &spinner).await?;
             show(json, &r, print_runtime_up)
         }
         BenchCmd::Up { runs, json, .. } => {
-            let r = bench::up::run(opts, runs.unwrap_or(5), &spinner).await?;
+            let r = bench::up::run(opts, runs.unwrap_or(5).max(1), &spinner).await?;
             show(json, &r, print_up)
         }
         BenchCmd::Switchover {

@@ -44,7 +44,7 @@ pub async fn run(opts: &Options, a: DrillArgs) -> Result<ExitCode> {
     if a.event == drill::event::MATRIX {
         return matrix(opts, &a, &options).await;
     }
-    let event = Event::parse(&a.event, a.hold)?;
+    let event = Event::parse(&a.event, a.hold, a.delay)?;
     // Bad input is refused before the cluster is even opened.
     options.validate()?;
     event.check(&drill::hooks::AVAILABLE)?;

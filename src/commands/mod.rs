@@ -1,6 +1,7 @@
 //! One handler per command.
 
 mod failover;
+pub mod net;
 mod sync;
 
 use std::io::{IsTerminal, Write};
@@ -72,6 +73,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Net(c) => net::run(&opts, c).await,
+        Command::Freeze(a) => net::freeze(&opts, &a.node, true).await,
+        Command::Thaw(a) => net::freeze(&opts, &a.node, false).await,
+        Command::NetDelayer(a) => Ok(net::delayer(&a)),
         Command::Bench(cmd) => bench::run(&opts, cmd).await,
         Command::Drill(a) => drill::run(&opts, a).await,
         Command::Compose(ComposeCmd::Export(a)) => compose_export(&opts, a).await,
@@ -96,7 +101,7 @@ pub(crate) fn print(outcome: Outcome) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open(opts: &Options) -> Result<Cluster> {
+pub(crate) async fn open(opts: &Options) -> Result<Cluster> {
     Ok(Cluster::open(opts, false, &Spinner::new()).await?)
 }
 
@@ -133,18 +138,23 @@ async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     spec.cluster.runtime = a.runtime;
     spec.cluster.image = a.image;
     runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
-    let dir = pgrepl_core::cluster::cluster_dir(&spec, &opts.config);
-    runtime::complete_new_spec(&mut spec, &dir).await?;
+    let cluster_dir = pgrepl_core::cluster::cluster_dir(&spec, &opts.config);
+    runtime::complete_new_spec(&mut spec, &cluster_dir).await?;
     spec.save(&opts.config)?;
-    let place = match &spec.cluster.subnet {
-        Some(net) => format!(" (runtime {}, network {net})", spec.cluster.runtime),
-        None => String::new(),
+    let at = match &spec.cluster.subnet {
+        Some(subnet) if spec.cluster.runtime == pgrepl_core::spec::RuntimeKind::Netns => format!(
+            "on the netns runtime in {subnet} (pg0 at .10, pg1 .11, ..., each on port 5432)"
+        ),
+        Some(subnet) => format!(
+            "on the {} runtime in {subnet}, pg0 primary on port {}",
+            spec.cluster.runtime, a.base_port
+        ),
+        None => format!("pg0 primary on port {}", a.base_port),
     };
     println!(
-        "wrote {}: cluster '{}'{place}, pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
+        "wrote {}: cluster '{}', {at}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
         opts.config.display(),
         a.name,
-        a.base_port
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -141,6 +141,17 @@ pub fn runtime_missing(runtime: &str) -> Option<String> {
             }
             None
         }
+        "netns" if !nix::unistd::Uid::effective().is_root() => {
+            Some("the netns runtime needs root".into())
+        }
+        "netns" => ["ip", "nft", "iptables"]
+            .into_iter()
+            .find(|t| {
+                !["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                    .iter()
+                    .any(|d| Path::new(d).join(t).exists())
+            })
+            .map(|t| format!("the netns runtime needs `{t}`, which is not installed")),
         _ => None,
     }
 }
@@ -149,11 +160,18 @@ pub fn runtime_missing(runtime: &str) -> Option<String> {
 pub fn skip_without(runtime: &str) -> bool {
     match runtime_missing(runtime) {
         Some(reason) => {
-            eprintln!("\n*** SKIPPED: the {runtime} runtime: {reason} ***\n");
+            skipped(&format!("the {runtime} runtime"), &reason);
             true
         }
         None => false,
     }
+}
+
+/// Says loudly that a test did not run: straight to the process's stderr, past the test
+/// harness's capture (which would hide it for a test that returns).
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {reason} ***\n");
 }
 
 impl TestCluster {
@@ -176,6 +194,23 @@ impl TestCluster {
             )
         };
         Self::named(pg, runtime, &name)
+    }
+
+    /// A cluster file for the lab on `runtime`, or None (said loudly, with the reason) when
+    /// that runtime cannot run here: the caller returns.
+    pub fn on(pg: Pg, runtime: &'static str, test: &str) -> Option<Self> {
+        if let Some(reason) = runtime_missing(runtime) {
+            skipped(test, &reason);
+            return None;
+        }
+        Some(Self::with_runtime(pg, runtime))
+    }
+
+    /// The lab on `runtime`, up and streaming (None: skipped, see [`TestCluster::on`]).
+    pub fn up_on(pg: Pg, runtime: &'static str, test: &str) -> Option<Self> {
+        let c = Self::on(pg, runtime, test)?;
+        c.ok(&["up"]);
+        Some(c)
     }
 
     /// A cluster file for the lab named `name` on `runtime` (not started).
@@ -375,6 +410,24 @@ impl TestCluster {
             .collect()
     }
 
+    /// Starts `pgrepl sql NODE SQL` for a commit that must wait on synchronous replication,
+    /// and returns once the node shows it waiting.
+    pub fn spawn_waiting_commit(&self, node: &str, sql: &str) -> std::process::Child {
+        let mut child = self
+            .command(&["sql", node, sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.wait_sql(
+            node,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            "1",
+        );
+        assert!(child.try_wait().unwrap().is_none(), "`{sql}` must wait");
+        child
+    }
+
     pub fn data_dir(&self, node: &str) -> PathBuf {
         self.cluster_dir().join(node)
     }
@@ -394,12 +447,10 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if self.runtime != "local" {
+        if self.runtime == "docker" {
             // Nothing of the cluster may outlive the test: its engine objects included.
             let _ = self.command(&["down", "--purge", "--yes"]).output();
-            if self.runtime == "docker" {
-                docker_remove_labelled(&self.cluster_dir());
-            }
+            docker_remove_labelled(&self.cluster_dir());
             return;
         }
         // A clean stop first; whatever survives (a frozen or half-started node) is killed.
@@ -408,6 +459,10 @@ impl Drop for TestCluster {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        // Once nothing runs, what the runtime made (netns: the network) goes for sure.
+        if self.runtime != "local" {
+            let _ = self.command(&["down", "--purge", "--yes"]).output();
         }
     }
 }
@@ -456,4 +511,20 @@ macro_rules! pg_test {
             }
         }
     };
+}
+
+/// Waits until `child` exits, at most `within` (`what` names it in the failure).
+pub fn exit_within(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -16,7 +16,7 @@ use crate::observe::topology;
 use crate::ops::control;
 use crate::postgres::queries;
 use crate::progress::Progress;
-use crate::runtime::Runtime;
+use crate::runtime::{NetFault, Runtime};
 use crate::spec::NodeSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,23 +33,42 @@ pub enum Event {
     /// The synchronous standbys stop for `duration` under synchronous replication: commits
     /// wait on them.
     SyncBlock { duration: Duration },
+    /// The primary cut off from everyone, the host (and so the writers) included, for
+    /// `duration`, then healed: it stays primary, nobody can reach it meanwhile.
+    Partition { duration: Duration },
+    /// Every packet the primary sends waits `delay`, for `duration`.
+    Delay { duration: Duration, delay: Duration },
 }
 
-pub const NAMES: &[&str] = &["switchover", "failover", "crash", "freeze", "sync-block"];
+pub const NAMES: &[&str] = &[
+    "switchover",
+    "failover",
+    "crash",
+    "freeze",
+    "sync-block",
+    "partition",
+    "delay",
+];
 
 /// Not an event but a series of drills: the failover drill under each replication mode
 /// ([`crate::drill::matrix`]).
 pub const MATRIX: &str = "matrix";
 
 impl Event {
-    /// An event by name; `hold` is how long a freeze or a sync block lasts.
-    pub fn parse(name: &str, hold: Duration) -> Result<Event> {
+    /// An event by name; `hold` is how long a freeze, a sync block, a partition or a delay
+    /// lasts, `delay` the delay event's delay.
+    pub fn parse(name: &str, hold: Duration, delay: Duration) -> Result<Event> {
         Ok(match name {
             "switchover" => Event::Switchover,
             "failover" => Event::Failover,
             "crash" => Event::Crash,
             "freeze" => Event::Freeze { duration: hold },
             "sync-block" => Event::SyncBlock { duration: hold },
+            "partition" => Event::Partition { duration: hold },
+            "delay" => Event::Delay {
+                duration: hold,
+                delay,
+            },
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown drill event '{other}': choose one of {}, or '{MATRIX}' (the failover drill under async and synchronous replication)",
@@ -66,6 +85,8 @@ impl Event {
             Event::Crash => "crash",
             Event::Freeze { .. } => "freeze",
             Event::SyncBlock { .. } => "sync-block",
+            Event::Partition { .. } => "partition",
+            Event::Delay { .. } => "delay",
         }
     }
 
@@ -78,7 +99,11 @@ impl Event {
                 .and(ops.rejoin())
                 .and(ops.switchover())
                 .map(drop),
-            Event::Crash | Event::Freeze { .. } | Event::SyncBlock { .. } => Ok(()),
+            Event::Crash
+            | Event::Freeze { .. }
+            | Event::SyncBlock { .. }
+            | Event::Partition { .. }
+            | Event::Delay { .. } => Ok(()),
         }
     }
 }
@@ -86,7 +111,15 @@ impl Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Freeze { duration } | Event::SyncBlock { duration } => {
+            Event::Delay { duration, delay } => write!(
+                f,
+                "delay ({} for {})",
+                humantime::format_duration(*delay),
+                humantime::format_duration(*duration)
+            ),
+            Event::Freeze { duration }
+            | Event::SyncBlock { duration }
+            | Event::Partition { duration } => {
                 write!(
                     f,
                     "{} ({})",
@@ -124,6 +157,10 @@ impl Event {
         match self {
             Event::SyncBlock { .. } => sync_standbys(ctx).await.map(drop),
             Event::Switchover => best_standby(ctx.cluster, ctx.primary).await.map(drop),
+            // A runtime without network faults refuses before the workload starts.
+            Event::Partition { .. } | Event::Delay { .. } => {
+                ctx.cluster.runtime.check_network_faults()
+            }
             Event::Freeze { .. } | Event::Crash | Event::Failover => Ok(()),
         }
     }
@@ -174,17 +211,28 @@ impl Event {
                     humantime::format_duration(duration)
                 ));
                 // Thawed even if the drill is interrupted while it waits.
-                let thaw = Thaw {
-                    runtime: cluster.runtime.clone(),
-                    node: server.node.clone(),
-                    thawed: false,
-                };
+                let thaw = Undo::new(cluster, &server.node, UndoAction::Thaw);
                 at = ctx.now();
                 if !cluster.runtime.freeze(&server.node, true).await? {
                     return Err(not_running(ctx.primary));
                 }
                 tokio::time::sleep(duration).await;
                 thaw.now().await?;
+            }
+            Event::Partition { duration } => {
+                let everyone = NetFault::Partition {
+                    from: Vec::new(),
+                    host: true,
+                };
+                at = network_fault_for(ctx, &server.node, &everyone, duration).await?;
+            }
+            Event::Delay { duration, delay } => {
+                let fault = NetFault::Delay {
+                    delay,
+                    jitter: Duration::ZERO,
+                };
+                at = network_fault_for(ctx, &server.node, &fault, duration).await?;
+                detail.insert("delay_ms".into(), ms(delay));
             }
             Event::SyncBlock { duration } => {
                 let blocked = sync_standbys(ctx).await?;
@@ -269,11 +317,35 @@ impl Event {
             }
             // The old primary already follows the new one; crash, freeze and sync-block leave
             // the same primary, and the standbys reconnect by themselves.
-            Event::Switchover | Event::Crash | Event::Freeze { .. } | Event::SyncBlock { .. } => {
-                Ok(())
-            }
+            Event::Switchover
+            | Event::Crash
+            | Event::Freeze { .. }
+            | Event::SyncBlock { .. }
+            | Event::Partition { .. }
+            | Event::Delay { .. } => Ok(()),
         }
     }
+}
+
+/// Applies `fault` to `node` for `hold`, then heals it (also when the drill is dropped
+/// meanwhile); returns when the fault was applied.
+async fn network_fault_for(
+    ctx: &Ctx<'_>,
+    node: &NodeSpec,
+    fault: &NetFault,
+    hold: Duration,
+) -> Result<Duration> {
+    ctx.progress.step(&format!(
+        "{}: {fault} for {}",
+        node.name,
+        humantime::format_duration(hold)
+    ));
+    let heal = Undo::new(ctx.cluster, node, UndoAction::Heal);
+    let at = ctx.now();
+    ctx.cluster.runtime.apply_fault(node, fault).await?;
+    tokio::time::sleep(hold).await;
+    heal.now().await?;
+    Ok(at)
 }
 
 fn ms(d: Duration) -> serde_json::Value {
@@ -286,34 +358,60 @@ fn not_running(node: &str) -> Error {
     ))
 }
 
-/// Resumes a frozen node when the drill is done with it, or when it is dropped: an
-/// interrupted drill must not leave the primary frozen.
-struct Thaw {
+/// Undoes what an event did to a node (thaws it, heals its network) when the drill is done
+/// with it, or when it is dropped: an interrupted drill must not leave the primary frozen or
+/// cut off.
+struct Undo {
     runtime: Arc<dyn Runtime>,
     node: NodeSpec,
-    thawed: bool,
+    action: UndoAction,
+    done: bool,
 }
 
-impl Thaw {
+#[derive(Clone, Copy)]
+enum UndoAction {
+    Thaw,
+    Heal,
+}
+
+impl Undo {
+    fn new(cluster: &Cluster, node: &NodeSpec, action: UndoAction) -> Undo {
+        Undo {
+            runtime: cluster.runtime.clone(),
+            node: node.clone(),
+            action,
+            done: false,
+        }
+    }
+
+    async fn run(runtime: &dyn Runtime, node: &NodeSpec, action: UndoAction) -> Result<()> {
+        match action {
+            UndoAction::Heal => runtime.heal(node).await,
+            UndoAction::Thaw => runtime.freeze(node, false).await.map(drop),
+        }
+    }
+
     async fn now(mut self) -> Result<()> {
-        let result = self.runtime.freeze(&self.node, false).await;
-        self.thawed = result.is_ok();
-        result.map(drop)
+        let result = Self::run(self.runtime.as_ref(), &self.node, self.action).await;
+        self.done = result.is_ok();
+        result
     }
 }
 
-impl Drop for Thaw {
+impl Drop for Undo {
     fn drop(&mut self) {
-        if self.thawed {
+        if self.done {
             return;
         }
-        // Drop cannot await: a thread of its own drives the thaw to its end (blocking this
+        // Drop cannot await: a thread of its own drives the undo to its end (blocking this
         // one, which may be a worker of the async runtime, is what block_on forbids).
-        let (runtime, node) = (self.runtime.clone(), self.node.clone());
+        let (runtime, node, action) = (self.runtime.clone(), self.node.clone(), self.action);
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let _ = std::thread::spawn(move || handle.block_on(runtime.freeze(&node, false))).join();
+        let _ =
+            std::thread::spawn(move || handle.block_on(Undo::run(runtime.as_ref(), &node, action)))
+                .join();
     }
 }
 

@@ -218,7 +218,8 @@ fn config(cluster: &Cluster, opts: &WriterOptions) -> Result<Config> {
     let secrets = cluster.secrets()?;
     let mut cfg = Config::new();
     for n in &cluster.spec.nodes {
-        cfg.host(n.host.to_string()).port(n.port);
+        let at = cluster.runtime.client_endpoint(n);
+        cfg.host(&at.host).port(at.port);
     }
     cfg.user(SUPERUSER)
         .password(secrets.superuser.as_str())

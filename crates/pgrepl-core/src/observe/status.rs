@@ -1,6 +1,7 @@
 //! `pgrepl status` (the lab's 06_check_replication.sql): one row per node, everything read
 //! from PostgreSQL.
 
+use futures::future::join_all;
 use serde::Serialize;
 
 use crate::cluster::Cluster;
@@ -9,6 +10,7 @@ use crate::observe::lineage::{self, History, WalEnd};
 use crate::observe::topology::{self, Probe};
 use crate::postgres::timeline::Lineage;
 use crate::postgres::Lsn;
+use crate::runtime::{NetFault, ProcessState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +59,10 @@ pub struct NodeStatus {
     /// Diverged from the current primary's history: only `pgrepl rejoin` brings it back.
     pub needs_rejoin: bool,
     pub note: Option<String>,
+    /// Every process of the node is stopped (`pgrepl freeze`).
+    pub frozen: bool,
+    /// The network faults the runtime has in force on the node (`pgrepl net ...`).
+    pub faults: Vec<NetFault>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,7 +88,7 @@ pub struct ClusterStatus {
 }
 
 pub async fn status(cluster: &Cluster) -> ClusterStatus {
-    let probes = topology::probe_all(cluster).await;
+    let (probes, faults) = tokio::join!(topology::probe_all(cluster), injected(cluster));
     // The primary's timeline history tells a node that can still follow it from one that
     // has gone past the fork point.
     let history = topology::pick_primary(cluster, &probes).and_then(|p| {
@@ -91,7 +97,33 @@ pub async fn status(cluster: &Cluster) -> ClusterStatus {
             path: p.path.clone()?,
         })
     });
-    build(cluster, &probes, history.as_ref())
+    let mut status = build(cluster, &probes, history.as_ref());
+    for (n, (frozen, f)) in status.nodes.iter_mut().zip(faults) {
+        n.frozen = frozen;
+        n.faults = f;
+        let hidden = n
+            .faults
+            .iter()
+            .any(|f| matches!(f, NetFault::Partition { host: true, .. }));
+        if hidden && n.state == State::Unreachable {
+            status.warnings.push(format!(
+                "{} is partitioned from the host: pgrepl cannot see it, though it still runs in whatever role it had; `pgrepl net heal {}` ends the partition",
+                n.name, n.name
+            ));
+        }
+    }
+    status
+}
+
+/// What was done to each node on purpose: frozen, and its network faults (a runtime that
+/// cannot tell shows none).
+async fn injected(cluster: &Cluster) -> Vec<(bool, Vec<NetFault>)> {
+    let rt = &cluster.runtime;
+    join_all(cluster.spec.nodes.iter().map(|n| async move {
+        let frozen = rt.state(n).await.is_ok_and(|s| s == ProcessState::Frozen);
+        (frozen, rt.faults(n).await.unwrap_or_default())
+    }))
+    .await
 }
 
 fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> ClusterStatus {
@@ -220,6 +252,8 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
                 replay_lag_ms: seen_by_upstream.and_then(|d| d.replay_lag_ms),
                 needs_rejoin,
                 note: note.or_else(|| p.error.clone()),
+                frozen: false,
+                faults: Vec::new(),
             }
         })
         .collect();

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::postgres::queries::{self, Downstream, Position, Slot};
 use crate::postgres::server::ControlData;
 use crate::postgres::timeline::{self, TimelinePath};
+use crate::runtime::ProcessState;
 
 /// What one node says about itself. A node that is down is a probe, not an error.
 #[derive(Debug, Clone)]
@@ -65,10 +66,11 @@ impl Probe {
 
 pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
     let server = cluster.server(node);
-    let running = match &server {
-        Ok(s) => s.is_running().await,
-        Err(_) => false,
+    let state = match &server {
+        Ok(s) => s.state().await.unwrap_or(ProcessState::Stopped),
+        Err(_) => ProcessState::Stopped,
     };
+    let running = state != ProcessState::Stopped;
     let mut p = Probe {
         name: node.to_string(),
         running,
@@ -88,6 +90,13 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
             p.wal_timeline = server.newest_wal_timeline();
             p.path = timeline::path_on_disk(&server.data);
         }
+        return p;
+    }
+    if state == ProcessState::Frozen {
+        // It would accept a connection and never answer.
+        p.error = Some(format!(
+            "frozen: every process is stopped (`pgrepl thaw {node}` resumes it)"
+        ));
         return p;
     }
     let client = match cluster.connect(node).await {

@@ -9,6 +9,7 @@ pub mod follow;
 pub mod guard;
 pub mod journal;
 pub mod load;
+pub mod net;
 pub mod primary;
 pub mod promote;
 pub mod rejoin;

@@ -557,7 +557,17 @@ pub async fn explain_wait(cluster: &Cluster, c: &Conn, primary: &str) -> String 
         if n.reach == (Reach::Down { running: false }) {
             startable = startable.or(n.node.clone());
         }
-        lines.push(format!("  {}: {}", n.label(), n.describe(primary)));
+        let mut line = format!("  {}: {}", n.label(), n.describe(primary));
+        // A standby cut off by a network fault may still look connected to the primary
+        // until wal_sender_timeout: say what was done to it.
+        if let Some(spec) = n.node.as_deref().and_then(|n| cluster.node(n).ok()) {
+            let faults = cluster.runtime.faults(spec).await.unwrap_or_default();
+            if !faults.is_empty() {
+                let faults: Vec<String> = faults.iter().map(ToString::to_string).collect();
+                line += &format!(" [network fault on {}: {}]", spec.name, faults.join(", "));
+            }
+        }
+        lines.push(line);
     }
     let others: Vec<String> = probes
         .iter()

@@ -1,6 +1,6 @@
-//! Network faults as values: what a drill or `pgrepl fault` asks a runtime to do to a node's
-//! network, and what status shows. Only runtimes that give each node its own network can
-//! apply them.
+//! Network faults as values: what `pgrepl net` or a drill asks a runtime to do to a node's
+//! network, and what status shows (read back from the runtime, never from a file). Only
+//! runtimes that give each node its own network can apply them.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum NetFault {
-    /// The node cannot exchange packets with `from` (node names); an empty `from` cuts it off
-    /// from everyone, the host included. `host` also cuts it off from the host (pgrepl itself).
+    /// The node exchanges no packet, in either direction, with the nodes in `from` (empty:
+    /// every other node), nor with the host (pgrepl itself, and clients) when `host`.
     Partition { from: Vec<String>, host: bool },
     /// Every packet the node sends waits `delay` ± `jitter`.
     Delay {
@@ -28,15 +28,16 @@ impl fmt::Display for NetFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetFault::Partition { from, host } => {
-                let mut whom = if from.is_empty() {
-                    "everyone".to_string()
-                } else {
-                    from.join(", ")
+                let whom = match (from.is_empty(), host) {
+                    (true, true) => "everyone".to_string(),
+                    (true, false) => "every other node".to_string(),
+                    (false, true) => format!("{} and the host", from.join(", ")),
+                    (false, false) => from.join(", "),
                 };
-                if *host && !from.is_empty() {
-                    whom += " and the host";
-                }
                 write!(f, "partitioned from {whom}")
+            }
+            NetFault::Delay { delay, jitter } if jitter.is_zero() => {
+                write!(f, "delay {}", humantime::format_duration(*delay))
             }
             NetFault::Delay { delay, jitter } => write!(
                 f,
@@ -87,5 +88,10 @@ mod tests {
         let back: Vec<NetFault> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, faults);
         assert_eq!(faults[0].to_string(), "partitioned from pg1");
+        let everyone = NetFault::Partition {
+            from: vec![],
+            host: true,
+        };
+        assert_eq!(everyone.to_string(), "partitioned from everyone");
     }
 }

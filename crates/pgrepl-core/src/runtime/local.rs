@@ -39,6 +39,40 @@ impl LocalRuntime {
         runtime::log_file(&self.dir, &node.name)
     }
 
+    /// A PostgreSQL program of this cluster's installation.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.pg.program(name)
+    }
+
+    /// Starts the node's server with `pg_ctl`, a command for it made by the caller (another
+    /// runtime runs it elsewhere, e.g. in the node's network namespace).
+    pub async fn start_with(
+        &self,
+        node: &NodeSpec,
+        mut cmd: tokio::process::Command,
+    ) -> Result<()> {
+        let data = self.data(node);
+        let log = self.log(node);
+        signals::remove_stale_pidfile(&data);
+        cmd.arg("-D").arg(&data).arg("-l").arg(&log).args([
+            "-w",
+            "-t",
+            &PG_CTL_TIMEOUT_SECS.to_string(),
+            "start",
+        ]);
+        runtime::run("pg_ctl start", &mut cmd)
+            .await
+            .map_err(|e| Error::Command {
+                what: format!("starting {}", data.display()),
+                detail: format!(
+                    "{e}\n--- last lines of {} ---\n{}",
+                    log.display(),
+                    runtime::tail(&log, 15)
+                ),
+            })?;
+        Ok(())
+    }
+
     /// The running postmaster's pid, from postmaster.pid, if that process is alive.
     fn pid(&self, node: &NodeSpec) -> Option<i32> {
         let pid = signals::pidfile_pid(&self.data(node))?;
@@ -119,27 +153,8 @@ impl Runtime for LocalRuntime {
     }
 
     async fn start(&self, node: &NodeSpec) -> Result<()> {
-        let data = self.data(node);
-        let log = self.log(node);
-        signals::remove_stale_pidfile(&data);
-        let mut cmd = self.runner.command(self.pg.program("pg_ctl"));
-        cmd.arg("-D").arg(&data).arg("-l").arg(&log).args([
-            "-w",
-            "-t",
-            &PG_CTL_TIMEOUT_SECS.to_string(),
-            "start",
-        ]);
-        runtime::run("pg_ctl start", &mut cmd)
+        self.start_with(node, self.runner.command(self.pg.program("pg_ctl")))
             .await
-            .map_err(|e| Error::Command {
-                what: format!("starting {}", data.display()),
-                detail: format!(
-                    "{e}\n--- last lines of {} ---\n{}",
-                    log.display(),
-                    runtime::tail(&log, 15)
-                ),
-            })?;
-        Ok(())
     }
 
     /// By signal, as pg_ctl does, but watched every millisecond: pg_ctl looks only every
@@ -189,6 +204,14 @@ impl Runtime for LocalRuntime {
             return Ok(false);
         };
         signals::freeze(pid, frozen);
+        // A signal takes effect when its process is next scheduled: on a busy machine a
+        // moment later. Until then the node is not frozen (or thawed) yet.
+        for _ in 0..2000 {
+            if signals::is_stopped(pid) == frozen || !signals::alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(true)
     }
 
@@ -219,9 +242,10 @@ impl Runtime for LocalRuntime {
 
     /// Every node is on this machine's network: what the host reaches, a node reaches.
     async fn can_reach(&self, _from: &NodeSpec, to: &NodeSpec, timeout: Duration) -> Result<bool> {
-        let at = std::net::SocketAddr::from((to.host, to.port));
+        let at = on_host(to);
+        let connect = tokio::net::TcpStream::connect((at.host.as_str(), at.port));
         Ok(matches!(
-            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(at)).await,
+            tokio::time::timeout(timeout, connect).await,
             Ok(Ok(_))
         ))
     }

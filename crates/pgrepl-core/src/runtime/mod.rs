@@ -4,12 +4,15 @@
 //! `Arc<dyn Runtime>` only and never knows which runtime it has.
 //!
 //! Runtimes: `local` (processes on this machine, as an unprivileged OS user when pgrepl is
-//! root), `docker` (one container per node on a network of the cluster's own). `netns` is
-//! named in the spec but not implemented yet.
+//! root), `netns` (the same processes, each node in a network namespace of its own, on a
+//! bridge of the cluster's own), `docker` (one container per node on a network of the
+//! cluster's own).
 
 pub mod docker;
+pub mod enter;
 pub mod fault;
 pub mod local;
+pub mod netns;
 pub mod runner;
 pub mod signals;
 
@@ -139,7 +142,13 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
         follow: bool,
     ) -> Result<BoxStream<'static, Result<Vec<u8>>>>;
 
-    /// Applies a network fault to the node.
+    /// Whether this runtime can apply network faults here (and what is missing if not): for
+    /// checks before a drill or a command changes anything.
+    fn check_network_faults(&self) -> Result<()> {
+        Err(no_network_faults())
+    }
+    /// Applies a network fault to the node, adding to the faults it has (a new delay or loss
+    /// replaces the old one).
     async fn apply_fault(&self, _node: &NodeSpec, _fault: &NetFault) -> Result<()> {
         Err(no_network_faults())
     }
@@ -175,14 +184,13 @@ pub fn for_cluster(
             pg.clone(),
             runner.clone(),
         )?)),
-        other => Err(not_available(other)),
+        RuntimeKind::Netns => Ok(Arc::new(netns::NetnsRuntime::new(
+            spec,
+            cluster_dir,
+            pg.clone(),
+            runner.clone(),
+        )?)),
     }
-}
-
-fn not_available(kind: RuntimeKind) -> Error {
-    Error::Invalid(format!(
-        "the {kind} runtime is not available yet: use the local runtime (remove `runtime = \"{kind}\"` from the [cluster] section of the cluster file)"
-    ))
 }
 
 /// Checks a spec's nodes could be created, before there is a cluster to open (`pgrepl init`,
@@ -196,9 +204,9 @@ pub fn check_new_spec(spec: &ClusterSpec, fix: &str) -> Result<()> {
     }
 }
 
-/// Fills in what a new cluster file needs from this machine for its runtime (docker: a free
-/// subnet for the cluster whose data will live in `cluster_dir`, unless it has one; a user's
-/// image must be on this machine).
+/// Fills in what a new cluster file needs from this machine for its runtime (netns and
+/// docker: a free subnet for the cluster whose data will live in `cluster_dir`, unless it has
+/// one; a user's docker image must be on this machine).
 pub async fn complete_new_spec(spec: &mut ClusterSpec, cluster_dir: &Path) -> Result<()> {
     if spec.cluster.runtime == RuntimeKind::Docker {
         if let Some(image) = &spec.cluster.image {
@@ -207,6 +215,13 @@ pub async fn complete_new_spec(spec: &mut ClusterSpec, cluster_dir: &Path) -> Re
         if spec.cluster.subnet.is_none() {
             spec.cluster.subnet = Some(docker::choose_subnet(cluster_dir).await?);
         }
+    }
+    if spec.cluster.runtime == RuntimeKind::Netns && spec.cluster.subnet.is_none() {
+        spec.cluster.subnet = Some(
+            netns::network::choose_subnet(cluster_dir)
+                .await?
+                .to_string(),
+        );
     }
     Ok(())
 }
@@ -293,16 +308,31 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_runtimes_refuse_at_open() {
+    fn docker_without_a_subnet_refuses_at_open() {
         let mut spec = ClusterSpec::lab("lab", 15432).unwrap();
-        spec.cluster.runtime = RuntimeKind::Netns;
+        spec.cluster.runtime = RuntimeKind::Docker;
         let e = for_cluster(&spec, Path::new("/c"), &pg(), &Runner::new(None).unwrap())
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with("the netns runtime is not available yet"),
-            "{e}"
-        );
+        assert!(e.contains("pgrepl init --runtime docker"), "{e}");
+    }
+
+    #[test]
+    fn netns_nodes_listen_on_5432_at_their_place_in_the_file() {
+        let mut spec = ClusterSpec::lab("lab", 15432).unwrap();
+        spec.cluster.runtime = RuntimeKind::Netns;
+        spec.cluster.subnet = Some("10.77.3.0/24".into());
+        let rt = for_cluster(&spec, Path::new("/c"), &pg(), &Runner::new(None).unwrap()).unwrap();
+        let (pg0, pg2) = (&spec.nodes[0], &spec.nodes[2]);
+        let at = |h: &str| Endpoint {
+            host: h.into(),
+            port: 5432,
+        };
+        assert_eq!(rt.peer_endpoint(pg0), at("10.77.3.10"));
+        assert_eq!(rt.client_endpoint(pg2), at("10.77.3.12"));
+        assert_eq!(rt.tool_endpoint(pg2, pg0), at("10.77.3.10"));
+        assert_eq!(rt.listen(pg2).addresses, "10.77.3.12");
+        assert_eq!(rt.hba_networks(&spec.nodes), vec!["10.77.3.0/24"]);
     }
 
     #[test]

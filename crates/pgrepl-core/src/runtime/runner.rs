@@ -10,6 +10,7 @@ use nix::unistd::{Gid, Uid, User};
 use tokio::process::Command;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::runtime::enter::Enter;
 
 pub const DEFAULT_OS_USER: &str = "postgres";
 
@@ -77,14 +78,34 @@ impl Runner {
     /// A command for one of PostgreSQL's programs, with a clean environment: inherited
     /// PG* variables would silently change what the tools connect to.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = self.clean_command(program);
+        if let Some(u) = &self.user {
+            cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        }
+        cmd
+    }
+
+    /// The same, run inside another network namespace (entered before the user changes:
+    /// see [`Enter`]).
+    pub fn command_in(&self, program: impl AsRef<OsStr>, enter: Enter) -> Command {
+        let mut cmd = self.clean_command(program);
+        match &self.user {
+            Some(u) => enter
+                .as_user(u.uid.as_raw(), u.gid.as_raw())
+                .install(&mut cmd),
+            None => enter.install(&mut cmd),
+        }
+        cmd
+    }
+
+    fn clean_command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .kill_on_drop(false);
-        if let Some(u) = &self.user {
-            cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        if self.user.is_some() {
             // Tools look at $HOME (e.g. for ~/.pgpass); never let them read root's.
             cmd.env("HOME", "/nonexistent");
         } else if let Some(home) = std::env::var_os("HOME") {

@@ -50,8 +50,9 @@ pub struct ClusterSection {
     /// re-clone, instead of filling its upstream's disk. `-1`: no limit.
     #[serde(default = "default_max_slot_wal_keep_size")]
     pub max_slot_wal_keep_size: String,
-    /// The cluster's private /24 (`"10.x.y.0/24"`), chosen free by `init --runtime docker`
-    /// and pinned: pg_hba.conf admits it, so a network made again must have the same.
+    /// The cluster's private /24 (`"10.x.y.0/24"`) on the netns and docker runtimes, chosen
+    /// free by `init` and pinned: pg_hba.conf admits it, so a network made again must have
+    /// the same. Node i of the file has `.(10 + i)`, the host `.1` (netns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
     /// The docker runtime's image when the user has one (e.g. `postgres:18`); none: pgrepl

@@ -277,3 +277,26 @@ fn max_slot_wal_keep_size_defaults_to_1gb_and_is_checked() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+#[test]
+fn netns_needs_no_distinct_ports_and_only_it_takes_a_subnet() {
+    let mut s = lab();
+    s.nodes[1].port = s.nodes[0].port;
+    assert!(err(&s).contains("duplicate port"), "{}", err(&s));
+    s.cluster.runtime = RuntimeKind::Netns;
+    s.validate().unwrap();
+    s.cluster.subnet = Some("10.42.7.0/24".into());
+    s.validate().unwrap();
+    let back = ClusterSpec::parse(&s.to_toml(), Path::new("x.toml")).unwrap();
+    assert_eq!(back.cluster.subnet.as_deref(), Some("10.42.7.0/24"));
+    s.cluster.subnet = Some("8.8.8.0/24".into());
+    assert!(err(&s).contains("private /24"), "{}", err(&s));
+    s.cluster.subnet = Some("10.42.7.0/24".into());
+    s.cluster.runtime = RuntimeKind::Local;
+    s.nodes[1].port += 1;
+    assert!(
+        err(&s).contains("netns and docker runtimes only"),
+        "{}",
+        err(&s)
+    );
+}

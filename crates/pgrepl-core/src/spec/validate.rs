@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ClusterSpec, SyncSpec};
+use super::{ClusterSpec, RuntimeKind, SyncSpec};
 use crate::error::{Error, Result};
 
 /// PostgreSQL's limit on a name (NAMEDATALEN - 1).
@@ -178,6 +178,26 @@ impl ClusterSpec {
                 "replication_user must not be the superuser 'postgres': use a dedicated role such as 'repluser'".into(),
             ));
         }
+        match (&c.subnet, c.runtime) {
+            (Some(s), RuntimeKind::Netns | RuntimeKind::Docker) => {
+                crate::runtime::netns::subnet::validate(s).map_err(Error::Invalid)?;
+            }
+            (Some(_), other) => {
+                return Err(Error::Invalid(format!(
+                    "`subnet` is used by the netns and docker runtimes only, and this cluster's runtime is {other}: remove it, or set runtime = \"netns\" or \"docker\""
+                )))
+            }
+            (None, _) => {}
+        }
+        if c.runtime == RuntimeKind::Netns
+            && self.nodes.len() > crate::runtime::netns::subnet::MAX_NODES
+        {
+            return Err(Error::Invalid(format!(
+                "the netns runtime's /24 holds {} nodes, and the cluster file has {}",
+                crate::runtime::netns::subnet::MAX_NODES,
+                self.nodes.len()
+            )));
+        }
         if self.nodes.is_empty() {
             return Err(Error::Invalid(
                 "the cluster has no nodes: add a [[node]] entry (or run `pgrepl init --force`)"
@@ -206,7 +226,12 @@ impl ClusterSpec {
                     n.name
                 )));
             }
-            if let Some(other) = addrs.insert((n.host, n.port), n.name.as_str()) {
+            // Where every node has an address of its own (netns), ports cannot clash.
+            let shared_host = c.runtime == RuntimeKind::Local;
+            if let Some(other) = addrs
+                .insert((n.host, n.port), n.name.as_str())
+                .filter(|_| shared_host)
+            {
                 return Err(Error::Invalid(format!(
                     "duplicate port: nodes '{other}' and '{}' both use {}:{}; give each node its own port",
                     n.name, n.host, n.port
