@@ -418,6 +418,9 @@ pub enum SyncCmd {
     /// Make commits on the current primary wait for synchronous standbys; recorded in the
     /// cluster file's [sync]. Options not given keep that [sync] (else FIRST 1 (sync2,
     /// sync3)); a new --standbys list alone means FIRST 1.
+    #[command(
+        after_help = "Examples:\n  pgrepl sync enable                              # FIRST 1 (sync2, sync3)\n  pgrepl sync enable --standbys pg2,pg3           # the same, by node name\n  pgrepl sync enable --method any --num 1 --commit remote_apply"
+    )]
     Enable(SyncEnableArgs),
     /// Back to asynchronous replication; commits waiting for a standby complete.
     Disable(SyncDisableArgs),

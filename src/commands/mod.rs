@@ -185,9 +185,17 @@ pub(crate) async fn open_locked(
 
 fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     if opts.config.exists() && !a.force {
+        // Found in a folder above, as every command finds it: a new cluster here needs -c.
+        let here = std::env::current_dir().ok();
+        let above = opts.config.is_absolute() && opts.config.parent() != here.as_deref();
         bail!(
-            "{} already exists: pass --force to overwrite it (the cluster's data is kept), or name another file with -c",
-            opts.config.display()
+            "{} already exists: pass --force to overwrite it (the cluster's data is kept), or name another file with -c{}",
+            opts.config.display(),
+            if above {
+                " (-c pgrepl.toml for a new cluster in this folder)"
+            } else {
+                ""
+            }
         );
     }
     if a.force && opts.config.exists() {
@@ -551,15 +559,20 @@ async fn sql(opts: &Options, a: SqlArgs) -> Result<ExitCode> {
         );
     } else {
         // As psql -At: each statement's rows, or its command tag when it returned none.
-        for st in &out.statements {
-            for r in &out.rows[st.rows.clone()] {
+        let print_rows = |rows: &[Vec<Option<String>>]| {
+            for r in rows {
                 let cols: Vec<&str> = r.iter().map(|v| v.as_deref().unwrap_or("")).collect();
                 println!("{}", cols.join("|"));
             }
+        };
+        for st in &out.statements {
+            print_rows(&out.rows[st.rows.clone()]);
             if let Some(tag) = &st.tag {
                 println!("{tag}");
             }
         }
+        let shown = out.statements.last().map_or(0, |s| s.rows.end);
+        print_rows(&out.rows[shown..]);
     }
     Ok(ExitCode::SUCCESS)
 }
