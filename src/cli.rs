@@ -5,21 +5,47 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+const LONG_ABOUT: &str = "\
+Build, operate and drill PostgreSQL streaming-replication clusters: real PostgreSQL servers \
+running as local processes (PostgreSQL 18 by default, provisioned when the machine lacks it).
+
+Getting started:
+  pgrepl up                   the lab: pg0 primary; pg1, pg2 (sync2), pg3 (sync3) standbys
+  pgrepl status               who is primary, who streams, lag (-o wide: every column)
+  pgrepl psql pg0             psql on a node (psql's own options after the node)
+  pgrepl sql pg1 \"SELECT 1\"   one statement, rows printed like psql -At
+  pgrepl down --purge         stop everything and delete the cluster's files
+
+The cluster file (pgrepl.toml) says what the cluster should be. pgrepl finds it as git finds \
+its repository: -c FILE, else $PGREPL_CONFIG, else pgrepl.toml in the current folder or the \
+nearest folder above it; `init` and `up` write one in the current folder when there is none. \
+The cluster's data directories, logs and passfile go to .pgrepl/<cluster>/ next to that file \
+(or where its data_dir says).
+
+Environment:
+  PGREPL_CONFIG      the cluster file (when -c is not given)
+  PGREPL_BASE_PORT   pg0's port when `init` or `up` writes a cluster file (default 15432;
+                     pg1 gets the next port, and so on)
+  PGREPL_PG_BIN      a folder of PostgreSQL binaries to use (--pg-bin)
+  PGREPL_CACHE_DIR   where provisioned PostgreSQL is kept
+  PGREPL_LOG         what to log on stderr, in tracing's filter syntax (instead of -v)
+
+Exit status: 0 on success; 2 when the command line cannot be parsed; 1 for any other error, \
+told in one line on stderr that names the problem and the fix (a refused command changes \
+nothing). Commands that change something take --json for scripts.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pgrepl",
     version,
-    about = "Build, operate and drill PostgreSQL streaming-replication clusters"
+    about = "Build, operate and drill PostgreSQL streaming-replication clusters",
+    long_about = LONG_ABOUT
 )]
 pub struct Cli {
-    /// The cluster file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        global = true,
-        default_value = "pgrepl.toml"
-    )]
-    pub config: PathBuf,
+    /// The cluster file [default: pgrepl.toml here or in the nearest folder above; env:
+    /// PGREPL_CONFIG].
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Directory holding the PostgreSQL binaries to use (overrides the cluster file).
     #[arg(long, global = true, env = "PGREPL_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
@@ -38,7 +64,15 @@ pub enum Command {
     /// Write the lab's cluster file: pg0 primary; pg1, pg2 (sync2), pg3 (sync3) standbys.
     Init(InitArgs),
     /// Bring the whole cluster up: primary initialized, every standby cloned and streaming.
-    Up,
+    #[command(
+        long_about = "Bring the whole cluster up: initdb the primary, create the replication role \
+and slots, clone every standby through its slot, start them and wait until each streams; then \
+print the status. Without a cluster file, writes the lab's (pgrepl.toml in the current folder, \
+ports 15432-15435 unless --base-port or PGREPL_BASE_PORT says otherwise). Re-running it on a \
+cluster that is up changes nothing; after it was interrupted, it finishes the work.",
+        after_help = "Examples:\n  pgrepl up\n  pgrepl up --base-port 25432    # when 15432-15435 are taken\n  pgrepl up --json"
+    )]
+    Up(UpArgs),
     /// Stop every node; --purge also deletes the cluster's data.
     Down(DownArgs),
     /// Primary operations.
@@ -47,23 +81,55 @@ pub enum Command {
     /// Standby operations.
     #[command(subcommand)]
     Standby(StandbyCmd),
-    /// One row per node: role, timeline, LSN, upstream, sync state, lag.
+    /// One row per node: role, state, timeline, lag, sync state (-o wide: LSN, upstream, slot...).
+    #[command(
+        long_about = "One row per node, read from PostgreSQL: where it listens, its role (the \
+primary clients write to is marked *), its state (a standby WAL flows to is `streaming`), its \
+timeline, how many bytes of WAL it lags behind the primary, and its sync state as the primary's \
+pg_stat_replication says (async, potential, sync, quorum). A stopped node is a row too, with \
+the end of the WAL it had reached. Notes and warnings follow the table: split brain, a node that \
+needs rejoin, synchronous replication that blocks commits, no standby holding a copy.",
+        after_help = "Examples:\n  pgrepl status\n  pgrepl status -o wide         # LSN, upstream, slot, application name, lag times\n  pgrepl status -o json         # or yaml\n  pgrepl status --watch         # redraw every second; piped: a line per change"
+    )]
     Status(StatusArgs),
     /// Generate load.
     #[command(subcommand)]
     Load(LoadCmd),
-    /// Start nodes.
+    /// Start nodes (a standby: until it streams).
+    #[command(after_help = "Examples:\n  pgrepl start pg1\n  pgrepl start pg2 pg3 --json")]
     Start(NodesArgs),
     /// Stop nodes (fast shutdown).
+    #[command(after_help = "Examples:\n  pgrepl stop pg2 pg3\n  pgrepl stop pg1 --json")]
     Stop(NodesArgs),
     /// Crash nodes: SIGKILL of the postmaster and all its backends at once.
+    #[command(after_help = "Examples:\n  pgrepl kill pg0\n  pgrepl kill pg0 --json")]
     Kill(NodesArgs),
-    /// Run SQL on a node; rows print like `psql -At`.
+    /// Run SQL on a node; rows print like `psql -At`, other statements their command tag.
+    #[command(
+        after_help = "Examples:\n  pgrepl sql pg0 \"CREATE TABLE t (id int); INSERT INTO t VALUES (1)\"\n  pgrepl sql pg1 \"SELECT count(*) FROM t\"\n  pgrepl sql pg0 \"INSERT INTO t VALUES (2)\" --timeout 5s   # explains a commit that waits"
+    )]
     Sql(SqlArgs),
-    /// Open an interactive psql on a node.
-    Psql(NodeArg),
-    /// Show a node's server log.
+    /// Open psql on a node, as the superuser; psql's own arguments go after `--`.
+    #[command(
+        after_help = "Examples:\n  pgrepl psql pg0\n  pgrepl psql pg0 -- -c 'SELECT 1'\n  pgrepl psql pg1 -- -At -c 'SELECT pg_is_in_recovery()'"
+    )]
+    Psql(PsqlArgs),
+    /// Show a node's server log: the last 50 lines, or --tail N; --follow keeps printing.
+    #[command(
+        after_help = "Examples:\n  pgrepl logs pg0\n  pgrepl logs pg0 --tail 200\n  pgrepl logs pg1 -f"
+    )]
     Logs(LogsArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    #[command(
+        long_about = "Print a shell completion script for pgrepl's commands and options.",
+        after_help = "Examples:\n  pgrepl completions bash > /etc/bash_completion.d/pgrepl\n  pgrepl completions zsh > \"${fpath[1]}/_pgrepl\"\n  pgrepl completions fish > ~/.config/fish/completions/pgrepl.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print pgrepl's manual page (roff), or write one per command into a folder.
+    #[command(
+        after_help = "Examples:\n  pgrepl man | man -l -\n  pgrepl man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
     /// Find or provision PostgreSQL.
     #[command(subcommand)]
     Postgres(PostgresCmd),
@@ -274,11 +340,13 @@ pub struct StandbyFollowArgs {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    /// The cluster's name (in its data folder's name and in every server's process title).
     #[arg(long, default_value = pgrepl_core::spec::DEFAULT_CLUSTER_NAME)]
     pub name: String,
-    /// Port of pg0; the others follow (pg1 = P+1, ...).
-    #[arg(long, default_value_t = pgrepl_core::spec::DEFAULT_BASE_PORT)]
-    pub base_port: u16,
+    /// Port of pg0; the others follow (pg1 = P+1, ...) [default: 15432; env:
+    /// PGREPL_BASE_PORT].
+    #[arg(long, value_name = "P")]
+    pub base_port: Option<u16>,
     /// Where the nodes live: local (processes on this machine), netns, docker.
     #[arg(long, default_value_t = pgrepl_core::spec::RuntimeKind::Local)]
     pub runtime: pgrepl_core::spec::RuntimeKind,
@@ -329,11 +397,40 @@ pub struct StandbyAddArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub struct UpArgs {
+    /// Port of pg0 when up writes the cluster file; the others follow (pg1 = P+1, ...)
+    /// [default: 15432; env: PGREPL_BASE_PORT].
+    #[arg(long, value_name = "P")]
+    pub base_port: Option<u16>,
+    /// Print what was done as one JSON object (nodes, timings) instead of the status table.
     #[arg(long)]
     pub json: bool,
-    /// Refresh in place until interrupted.
-    #[arg(long, conflicts_with = "json")]
+}
+
+/// How `status` shows the cluster.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// The table that fits 80 columns.
+    Table,
+    /// Every column: LSN, upstream, slot, application name, sync priority, lag times.
+    Wide,
+    /// Everything status reads, for programs.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// How to show it.
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = StatusFormat::Table)]
+    pub output: StatusFormat,
+    /// Same as -o json.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh until interrupted: in place on a terminal, with the changes listed; when
+    /// piped, the table once and then a line for each change.
+    #[arg(short, long, conflicts_with = "json")]
     pub watch: bool,
     /// Refresh interval for --watch.
     #[arg(long, default_value = "1s", value_parser = positive_duration)]
@@ -356,8 +453,34 @@ pub struct LoadWalArgs {
 
 #[derive(Args, Debug)]
 pub struct NodesArgs {
-    #[arg(required = true)]
+    /// Nodes of the cluster file (pg0, pg1, ...).
+    #[arg(required = true, value_name = "NODE")]
     pub nodes: Vec<String>,
+    /// Print what was done as one JSON object: each node's outcome, role, streaming, timing.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PsqlArgs {
+    /// The node to connect to (pg0, pg1, ...).
+    pub node: String,
+    /// psql's own options and arguments, after `--` (e.g. -- -c 'SELECT 1', -- -At -f FILE).
+    #[arg(last = true, value_name = "PSQL ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write pgrepl.1 and a page per command (pgrepl-status.1, ...) into this folder
+    /// instead of printing pgrepl.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -367,7 +490,9 @@ pub struct NodeArg {
 
 #[derive(Args, Debug)]
 pub struct SqlArgs {
+    /// The node to run it on.
     pub node: String,
+    /// One or more statements (separated by `;`).
     pub sql: String,
     /// Cancel the statement after this long (e.g. 5s) and say what it waited on.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -378,7 +503,12 @@ pub struct SqlArgs {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// The node whose server log to show.
     pub node: String,
+    /// How many of the last lines to show (0: none; with --follow, only what comes next).
+    #[arg(short = 'n', long = "tail", value_name = "N", default_value_t = 50)]
+    pub tail: usize,
+    /// Keep printing what the server writes until Ctrl-C, like `tail -f`.
     #[arg(short, long)]
     pub follow: bool,
 }
@@ -399,6 +529,9 @@ pub enum SyncCmd {
     /// Make commits on the current primary wait for synchronous standbys; recorded in the
     /// cluster file's [sync]. Options not given keep that [sync] (else FIRST 1 (sync2,
     /// sync3)); a new --standbys list alone means FIRST 1.
+    #[command(
+        after_help = "Examples:\n  pgrepl sync enable                              # FIRST 1 (sync2, sync3)\n  pgrepl sync enable --standbys pg2,pg3           # the same, by node name\n  pgrepl sync enable --method any --num 1 --commit remote_apply"
+    )]
     Enable(SyncEnableArgs),
     /// Back to asynchronous replication; commits waiting for a standby complete.
     Disable(SyncDisableArgs),
@@ -406,8 +539,9 @@ pub enum SyncCmd {
 
 #[derive(Args, Debug)]
 pub struct SyncEnableArgs {
-    /// Application names of the standbys (comma-separated), or '*' for any standby.
-    #[arg(long, value_delimiter = ',')]
+    /// The standbys (comma-separated): application names, or node names (pg2 is listed as
+    /// its application name, sync2), or '*' for any standby.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub standbys: Option<Vec<String>>,
     /// FIRST: the N highest-priority (in list order); ANY: any N (quorum).
     #[arg(long, value_enum)]
@@ -421,12 +555,14 @@ pub struct SyncEnableArgs {
     /// Accept names that are no standby of this cluster.
     #[arg(long)]
     pub allow_unknown: bool,
+    /// Print what was done as one JSON object: the setting, each standby's sync state.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct SyncDisableArgs {
+    /// Print what was done as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -534,4 +670,33 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
         return Err("it must be longer than zero (e.g. 1s)".into());
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("pgrepl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn psql_arguments_go_to_psql() {
+        let cli = parse(&["psql", "pg0", "--", "-c", "select 1"]);
+        assert_eq!(cli.config, None, "-c after -- is psql's");
+        let Command::Psql(a) = cli.command else {
+            panic!("not psql")
+        };
+        assert_eq!(
+            (a.node.as_str(), a.args),
+            ("pg0", vec!["-c".to_string(), "select 1".into()])
+        );
+        let cli = parse(&["-c", "x.toml", "psql", "pg1"]);
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -4,12 +4,23 @@ mod cli;
 mod commands;
 mod progress;
 mod render;
+mod report;
+mod status_view;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // As every Unix tool: `pgrepl logs pg0 | head` ends pgrepl quietly when head has read
+    // enough (Rust ignores SIGPIPE, and printing to the closed pipe would panic).
+    // SAFETY: no other thread exists yet; SIG_DFL installs no handler of ours.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = cli::Cli::parse();
     let filter = match cli.verbose {
         0 => "warn",

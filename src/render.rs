@@ -39,9 +39,13 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
+/// A standby's position: what it received, and what it replayed when that is behind. After
+/// a restart the walreceiver reports where it resumed streaming (a segment's start, before
+/// the replay position) until new WAL arrives: that is not a position it fell back to.
 fn lsn(n: &NodeStatus) -> String {
     match (n.role, n.receive_lsn, n.replay_lsn) {
-        (Some(Role::Standby), Some(r), Some(p)) if r != p => format!("{r} / {p}"),
+        (Some(Role::Standby), Some(r), Some(p)) if r > p => format!("{r} / {p}"),
+        (Some(Role::Standby), _, Some(p)) => p.to_string(),
         _ => dash(n.lsn),
     }
 }
@@ -145,7 +149,12 @@ pub fn status_table(s: &ClusterStatus) -> String {
         }
         t.add_row(row);
     }
-    let mut out = format!("cluster {}\n{t}\n", s.cluster);
+    format!("cluster {}\n{t}\n{}", s.cluster, status_footer(s))
+}
+
+/// What status says under its table: synchronous replication, notes, warnings; a line each.
+pub fn status_footer(s: &ClusterStatus) -> String {
+    let mut out = String::new();
     if let Some(sync) = &s.sync {
         out += &format!(
             "synchronous replication: {} (synchronous_commit = {}): {}",
@@ -191,4 +200,20 @@ pub fn postgres_list(list: &[PgInstall]) -> String {
         ]);
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lsn;
+
+    #[test]
+    fn a_standby_shows_replay_apart_only_when_it_is_behind_receive() {
+        let mut n = crate::status_view::tests::node("pg1", 15433, "pg1");
+        // After a restart the walreceiver reports where streaming resumed: behind replay.
+        n.receive_lsn = Some("0/3000000".parse().unwrap());
+        n.replay_lsn = Some("0/3000100".parse().unwrap());
+        assert_eq!(lsn(&n), "0/3000100");
+        n.receive_lsn = Some("0/3000200".parse().unwrap());
+        assert_eq!(lsn(&n), "0/3000200 / 0/3000100");
+    }
 }

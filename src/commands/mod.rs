@@ -9,10 +9,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use pgrepl_core::cluster::Options;
+use pgrepl_core::observe::status::ClusterStatus;
 use pgrepl_core::ops::{self, Outcome};
 use pgrepl_core::postgres::binaries;
+use pgrepl_core::progress::{Progress, Silent};
 use pgrepl_core::runtime;
-use pgrepl_core::spec::ClusterSpec;
+use pgrepl_core::spec::{self, ClusterSpec};
 use pgrepl_core::{observe, Cluster};
 
 mod bench;
@@ -20,17 +22,43 @@ mod drill;
 
 use crate::cli::*;
 use crate::progress::Spinner;
-use crate::render;
+use crate::report::{self, CommandReport, NodeReport};
+use crate::{render, status_view};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    let located = spec::locate(
+        cli.config.as_deref(),
+        std::env::var_os(spec::locate::CONFIG_ENV).as_deref(),
+        &cwd,
+    );
+    if needs_cluster_file(&cli.command) {
+        if let Command::Psql(a) = &cli.command {
+            if located.origin == spec::locate::Origin::Flag && !located.exists() {
+                // `pgrepl psql pg0 -c 'SELECT 1'`: the -c was meant for psql.
+                bail!(
+                    "no cluster file '{}': -c before `--` names pgrepl's cluster file; give psql's options after `--`, e.g. `pgrepl psql {} -- -c 'SELECT 1'`",
+                    located.path.display(),
+                    a.node
+                );
+            }
+        }
+        located.require()?;
+    }
     let opts = Options {
-        config: cli.config.clone(),
+        config: located.path.clone(),
         pg_bin: cli.pg_bin.clone(),
         os_user: Some(cli.os_user.clone()),
     };
     match cli.command {
         Command::Init(a) => init(&opts, a).await,
-        Command::Up => up(&opts).await,
+        Command::Up(a) => up(&opts, a).await,
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "pgrepl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(a) => man(a),
         Command::Down(a) => down(&opts, a).await,
         Command::Primary(PrimaryCmd::Init(a)) => {
             let (cluster, _lock) = open_locked(&opts).await?;
@@ -56,9 +84,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rejoin(a) => failover::rejoin(&opts, a).await,
         Command::Status(a) => status(&opts, a).await,
         Command::Load(LoadCmd::Wal(a)) => load_wal(&opts, a).await,
-        Command::Start(a) => each_node(&opts, &a.nodes, NodeAction::Start).await,
-        Command::Stop(a) => each_node(&opts, &a.nodes, NodeAction::Stop).await,
-        Command::Kill(a) => each_node(&opts, &a.nodes, NodeAction::Kill).await,
+        Command::Start(a) => each_node(&opts, a, NodeAction::Start).await,
+        Command::Stop(a) => each_node(&opts, a, NodeAction::Stop).await,
+        Command::Kill(a) => each_node(&opts, a, NodeAction::Kill).await,
         Command::Sql(a) => sql(&opts, a).await,
         Command::Psql(a) => psql(&opts, a).await,
         Command::Logs(a) => logs(&opts, a).await,
@@ -96,6 +124,55 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Commands that work on an existing cluster file; the others write one (`init`, `up`), make
+/// their own scratch clusters (benchmarks but `bench sync`) or need none.
+fn needs_cluster_file(c: &Command) -> bool {
+    match c {
+        Command::Init(_)
+        | Command::Up(_)
+        | Command::Postgres(_)
+        | Command::Completions(_)
+        | Command::Man(_) => false,
+        Command::Bench(b) => matches!(b.cmd, Some(BenchCmd::Sync(_))),
+        _ => true,
+    }
+}
+
+/// pg0's port asked for when a cluster file is written: `--base-port`, else
+/// PGREPL_BASE_PORT; and whether it was asked on the command line.
+fn base_port(flag: Option<u16>) -> Result<(Option<u16>, bool)> {
+    if flag.is_some() {
+        return Ok((flag, true));
+    }
+    match std::env::var(BASE_PORT_ENV) {
+        Ok(v) if !v.trim().is_empty() => {
+            let port = v.trim().parse().map_err(|_| {
+                anyhow::anyhow!("{BASE_PORT_ENV}={v} is not a port: set it to a number such as 25432, or unset it")
+            })?;
+            Ok((Some(port), false))
+        }
+        _ => Ok((None, false)),
+    }
+}
+
+const BASE_PORT_ENV: &str = "PGREPL_BASE_PORT";
+
+fn man(a: ManArgs) -> Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = a.dir else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(cmd, &dir)
+        .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+    println!(
+        "wrote pgrepl.1 and a page per command (pgrepl-status.1, ...) into {}",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn print(outcome: Outcome) -> Result<ExitCode> {
     println!("{}", outcome.message());
     Ok(ExitCode::SUCCESS)
@@ -114,9 +191,17 @@ pub(crate) async fn open_locked(
 
 async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     if opts.config.exists() && !a.force {
+        // Found in a folder above, as every command finds it: a new cluster here needs -c.
+        let here = std::env::current_dir().ok();
+        let above = opts.config.is_absolute() && opts.config.parent() != here.as_deref();
         bail!(
-            "{} already exists: pass --force to overwrite it (the cluster's data is kept), or name another file with -c",
-            opts.config.display()
+            "{} already exists: pass --force to overwrite it (the cluster's data is kept), or name another file with -c{}",
+            opts.config.display(),
+            if above {
+                " (-c pgrepl.toml for a new cluster in this folder)"
+            } else {
+                ""
+            }
         );
     }
     if a.force && opts.config.exists() {
@@ -134,7 +219,10 @@ async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     if a.image.is_some() && a.runtime != pgrepl_core::spec::RuntimeKind::Docker {
         bail!("--image is the docker runtime's: add `--runtime docker`, or leave --image out");
     }
-    let mut spec = ClusterSpec::lab(&a.name, a.base_port)?;
+    let port = base_port(a.base_port)?
+        .0
+        .unwrap_or(pgrepl_core::spec::DEFAULT_BASE_PORT);
+    let mut spec = ClusterSpec::lab(&a.name, port)?;
     spec.cluster.runtime = a.runtime;
     spec.cluster.image = a.image;
     runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
@@ -146,10 +234,10 @@ async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
             "on the netns runtime in {subnet} (pg0 at .10, pg1 .11, ..., each on port 5432)"
         ),
         Some(subnet) => format!(
-            "on the {} runtime in {subnet}, pg0 primary on port {}",
-            spec.cluster.runtime, a.base_port
+            "on the {} runtime in {subnet}, pg0 primary on port {port}",
+            spec.cluster.runtime
         ),
-        None => format!("pg0 primary on port {}", a.base_port),
+        None => format!("pg0 primary on port {port}"),
     };
     println!(
         "wrote {}: cluster '{}', {at}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
@@ -159,43 +247,95 @@ async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(opts: &Options) -> Result<ExitCode> {
-    if !opts.config.exists() {
-        let spec = ClusterSpec::lab(
-            pgrepl_core::spec::DEFAULT_CLUSTER_NAME,
-            pgrepl_core::spec::DEFAULT_BASE_PORT,
-        )?;
-        runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
-        spec.save(&opts.config)?;
-        println!(
-            "no {} here: wrote the lab's default (4 nodes, ports {}-{}); edit it to change the cluster",
-            opts.config.display(),
-            pgrepl_core::spec::DEFAULT_BASE_PORT,
-            pgrepl_core::spec::DEFAULT_BASE_PORT + 3
-        );
-    }
-    let spinner = Spinner::new();
-    let (cluster, _lock) = Cluster::open_locked(opts, true, &spinner).await?;
+async fn up(opts: &Options, a: UpArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let outcomes = ops::up::up(&cluster, &spinner).await?;
-    drop(spinner);
-    if outcomes.iter().any(Outcome::changed) {
-        for o in outcomes.iter().filter(|o| o.changed()) {
-            println!("{}", o.message());
+    let (port, on_command_line) = base_port(a.base_port)?;
+    let mut notes = Vec::new();
+    if !opts.config.exists() {
+        let port = port.unwrap_or(pgrepl_core::spec::DEFAULT_BASE_PORT);
+        let spec = ClusterSpec::lab(pgrepl_core::spec::DEFAULT_CLUSTER_NAME, port)?;
+        runtime::check_new_spec(&spec, "pgrepl up --base-port")?;
+        spec.save(&opts.config)?;
+        notes.push(format!(
+            "no cluster file found: wrote {} (the lab: 4 nodes, ports {}-{}); edit it to change the cluster",
+            opts.config.display(),
+            port,
+            port + 3
+        ));
+    } else if let Some(p) = port.filter(|_| on_command_line) {
+        // The flag is for a new cluster file; an existing one keeps its ports.
+        let spec = ClusterSpec::load(&opts.config)?;
+        let root = spec.root();
+        if root.port != p {
+            bail!(
+                "{} already puts {} on port {}: --base-port only applies when up writes a new cluster file; leave it out, or edit the ports in that file",
+                opts.config.display(),
+                root.name,
+                root.port
+            );
         }
-        println!(
+    }
+    if !a.json {
+        for n in &notes {
+            println!("{n}");
+        }
+    }
+    let progress: Box<dyn Progress> = if a.json {
+        Box::new(Silent)
+    } else {
+        Box::new(Spinner::new())
+    };
+    let (cluster, _lock) = Cluster::open_locked(opts, true, progress.as_ref()).await?;
+    let steps = ops::up::up(&cluster, progress.as_ref()).await?;
+    drop(progress);
+    let changed = steps.iter().any(|s| s.outcome.changed());
+    let message = if changed {
+        format!(
             "cluster '{}' is up in {:.1} s (PostgreSQL {})",
             cluster.name(),
             started.elapsed().as_secs_f64(),
             cluster.pg.version
-        );
+        )
     } else {
-        println!("cluster '{}' is already up: nothing to do", cluster.name());
+        format!("cluster '{}' is already up: nothing to do", cluster.name())
+    };
+    let status = observe::status::status(&cluster).await;
+    if a.json {
+        let mut r = CommandReport::new("up", started)
+            .figure("cluster", cluster.name())
+            .figure("postgres", &cluster.pg.version)
+            .figure("primary", &status.primary)
+            .figure("cluster_file", &cluster.spec_path);
+        r.changed = changed;
+        r.message = message;
+        r.warnings = status.warnings.clone();
+        r.notes = notes;
+        for step in &steps {
+            match &step.node {
+                Some(node) => {
+                    let word = if step.outcome.changed() {
+                        "brought up"
+                    } else {
+                        "already up"
+                    };
+                    r.nodes.push(NodeReport::acted_on(
+                        node,
+                        &step.outcome,
+                        word,
+                        &status,
+                        None,
+                    ));
+                }
+                None => r.notes.push(step.outcome.message().to_string()),
+            }
+        }
+        return r.print();
     }
-    print!(
-        "{}",
-        render::status_table(&observe::status::status(&cluster).await)
-    );
+    for step in steps.iter().filter(|s| s.outcome.changed()) {
+        println!("{}", step.outcome.message());
+    }
+    println!("{message}");
+    print!("{}", status_view::compact(&status));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -233,31 +373,64 @@ async fn down(opts: &Options, a: DownArgs) -> Result<ExitCode> {
 }
 
 async fn status(opts: &Options, a: StatusArgs) -> Result<ExitCode> {
+    let format = if a.json { StatusFormat::Json } else { a.output };
+    if a.watch && matches!(format, StatusFormat::Json | StatusFormat::Yaml) {
+        bail!("--watch redraws a table: use -o table or -o wide with it, or leave --watch out for JSON and YAML");
+    }
     let cluster = open(opts).await?;
-    if a.json {
-        let s = observe::status::status(&cluster).await;
-        println!("{}", serde_json::to_string_pretty(&s)?);
+    let show = |s: &ClusterStatus| -> Result<String> {
+        Ok(match format {
+            StatusFormat::Table => status_view::compact(s),
+            StatusFormat::Wide => render::status_table(s),
+            StatusFormat::Json => serde_json::to_string_pretty(s)? + "\n",
+            StatusFormat::Yaml => serde_yaml_ng::to_string(s)?,
+        })
+    };
+    let mut last = observe::status::status(&cluster).await;
+    if !a.watch {
+        print!("{}", show(&last)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if !a.watch {
-        print!(
-            "{}",
-            render::status_table(&observe::status::status(&cluster).await)
-        );
-        return Ok(ExitCode::SUCCESS);
+    // On a terminal the table is redrawn in place with the latest changes under it; piped
+    // (a log, a file), it is printed once and each change follows as a line, with no
+    // escape codes.
+    let terminal = std::io::stdout().is_terminal();
+    let mut seen: Vec<String> = Vec::new();
+    let stamp = || humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    if !terminal {
+        print!("{} {}", stamp(), show(&last)?);
     }
     loop {
-        let table = render::status_table(&observe::status::status(&cluster).await);
-        // Home the cursor and clear: the table refreshes in place.
-        print!(
-            "\x1b[H\x1b[2J{table}\n(refreshing every {}; Ctrl-C to stop)\n",
-            humantime::format_duration(a.interval)
-        );
+        if terminal {
+            println!(
+                "\x1b[H\x1b[2J{}every {}, Ctrl-C to stop; {}",
+                show(&last)?,
+                humantime::format_duration(a.interval),
+                stamp()
+            );
+            if !seen.is_empty() {
+                println!("changes:\n{}", seen.join("\n"));
+            }
+        }
         std::io::stdout().flush()?;
         tokio::select! {
             _ = tokio::time::sleep(a.interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
+        let next = observe::status::status(&cluster).await;
+        let changes = status_view::changes(&last, &next);
+        for c in changes {
+            let line = format!("{} {c}", stamp());
+            if terminal {
+                seen.push(line);
+            } else {
+                println!("{line}");
+            }
+        }
+        // The last few changes stay on screen.
+        let keep = seen.len().saturating_sub(10);
+        seen.drain(..keep);
+        last = next;
     }
 }
 
@@ -303,22 +476,72 @@ enum NodeAction {
     Kill,
 }
 
+impl NodeAction {
+    fn command(&self) -> &'static str {
+        match self {
+            NodeAction::Start => "start",
+            NodeAction::Stop => "stop",
+            NodeAction::Kill => "kill",
+        }
+    }
+
+    /// What was done to a node, in a word or two, for JSON.
+    fn outcome_word(&self, o: &Outcome) -> &'static str {
+        match (self, o.changed()) {
+            (NodeAction::Start, true) => "started",
+            (NodeAction::Start, false) => "already running",
+            (NodeAction::Stop, true) => "stopped",
+            (NodeAction::Stop, false) => "already stopped",
+            (NodeAction::Kill, true) => "killed",
+            (NodeAction::Kill, false) => "not running",
+        }
+    }
+}
+
 /// Acts on each named node in turn; all names are checked first, so nothing happens when
 /// one is unknown.
-async fn each_node(opts: &Options, nodes: &[String], action: NodeAction) -> Result<ExitCode> {
+async fn each_node(opts: &Options, a: NodesArgs, action: NodeAction) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let (cluster, _lock) = open_locked(opts).await?;
-    for n in nodes {
+    for n in &a.nodes {
         cluster.node(n)?;
     }
-    for n in nodes {
+    let progress: Box<dyn Progress> = if a.json {
+        Box::new(Silent)
+    } else {
+        Box::new(Spinner::new())
+    };
+    let mut done = Vec::new();
+    for n in &a.nodes {
+        let at = std::time::Instant::now();
         let outcome = match action {
-            NodeAction::Start => ops::control::start(&cluster, n, &Spinner::new()).await?,
-            NodeAction::Stop => ops::control::stop(&cluster, n, &Spinner::new()).await?,
+            NodeAction::Start => ops::control::start(&cluster, n, progress.as_ref()).await?,
+            NodeAction::Stop => ops::control::stop(&cluster, n, progress.as_ref()).await?,
             NodeAction::Kill => ops::control::kill(&cluster, n).await?,
         };
-        println!("{}", outcome.message());
+        if !a.json {
+            progress.note(outcome.message());
+        }
+        done.push((n, outcome, report::millis(at)));
     }
-    Ok(ExitCode::SUCCESS)
+    if !a.json {
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(progress);
+    let status = observe::status::status(&cluster).await;
+    let mut r = CommandReport::new(action.command(), started);
+    r.changed = done.iter().any(|(_, o, _)| o.changed());
+    r.message = done
+        .iter()
+        .map(|(_, o, _)| o.message().replace('\n', "; "))
+        .collect::<Vec<_>>()
+        .join("; ");
+    r.warnings = status.warnings.clone();
+    r.nodes = done
+        .iter()
+        .map(|(n, o, ms)| NodeReport::acted_on(n, o, action.outcome_word(o), &status, Some(*ms)))
+        .collect();
+    r.print()
 }
 
 async fn sql(opts: &Options, a: SqlArgs) -> Result<ExitCode> {
@@ -344,25 +567,48 @@ async fn sql(opts: &Options, a: SqlArgs) -> Result<ExitCode> {
                     .collect()
             })
             .collect();
+        let tags: Vec<&str> = out
+            .statements
+            .iter()
+            .filter_map(|s| s.tag.as_deref())
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "columns": out.columns, "rows": rows, "affected": out.affected })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "columns": out.columns, "rows": rows, "affected": out.affected, "tags": tags
+            }))?
         );
     } else {
-        for r in &out.rows {
-            let cols: Vec<&str> = r.iter().map(|v| v.as_deref().unwrap_or("")).collect();
-            println!("{}", cols.join("|"));
+        // As psql -At: each statement's rows, or its command tag when it returned none.
+        let print_rows = |rows: &[Vec<Option<String>>]| {
+            for r in rows {
+                let cols: Vec<&str> = r.iter().map(|v| v.as_deref().unwrap_or("")).collect();
+                println!("{}", cols.join("|"));
+            }
+        };
+        for st in &out.statements {
+            print_rows(&out.rows[st.rows.clone()]);
+            if let Some(tag) = &st.tag {
+                println!("{tag}");
+            }
         }
+        let shown = out.statements.last().map_or(0, |s| s.rows.end);
+        print_rows(&out.rows[shown..]);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn psql(opts: &Options, a: NodeArg) -> Result<ExitCode> {
+async fn psql(opts: &Options, a: PsqlArgs) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     let cluster = open(opts).await?;
     let node = cluster.node(&a.node)?;
+    if !cluster.is_running(&a.node).await {
+        bail!(
+            "{} is not running: start it with `pgrepl start {}`",
+            a.node,
+            a.node
+        );
+    }
     let bundled = cluster.pg.program("psql");
     let psql = if bundled.is_file() {
         bundled
@@ -373,7 +619,12 @@ async fn psql(opts: &Options, a: NodeArg) -> Result<ExitCode> {
         "{} dbname=postgres",
         cluster.client_conninfo(node, pgrepl_core::secrets::SUPERUSER, "psql")
     );
-    let err = std::process::Command::new(&psql).arg(conninfo).exec();
+    // The connection first: psql reads its options wherever they are, and a database name
+    // the user gives after them wins.
+    let err = std::process::Command::new(&psql)
+        .arg(conninfo)
+        .args(&a.args)
+        .exec();
     Err(err).with_context(|| format!("cannot run {}", psql.display()))
 }
 
@@ -381,7 +632,10 @@ async fn logs(opts: &Options, a: LogsArgs) -> Result<ExitCode> {
     use futures::StreamExt;
     let cluster = open(opts).await?;
     let node = cluster.node(&a.node)?;
-    let mut log = cluster.runtime.log_stream(node, a.follow).await?;
+    let mut log = cluster
+        .runtime
+        .log_stream(node, Some(a.tail), a.follow)
+        .await?;
     loop {
         let chunk = tokio::select! {
             c = log.next() => c,

@@ -6,19 +6,23 @@ use anyhow::Result;
 use comfy_table::{Cell, CellAlignment};
 use pgrepl_core::bench::sync as bench;
 use pgrepl_core::cluster::Options;
+use pgrepl_core::observe::status::ClusterStatus;
 use pgrepl_core::ops::sync::{self, EnableRequest, SyncReport};
+use pgrepl_core::ops::Outcome;
 use pgrepl_core::progress::{Progress, Silent};
 use pgrepl_core::spec::SyncMethod;
 
 use super::open_locked;
 use crate::cli::{BenchSyncArgs, SyncCmd, SyncMethodArg};
 use crate::progress::Spinner;
+use crate::report::{CommandReport, NodeReport};
 
 pub async fn run(opts: &Options, cmd: SyncCmd) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let (mut cluster, _lock) = open_locked(opts).await?;
-    let json = match &cmd {
-        SyncCmd::Enable(a) => a.json,
-        SyncCmd::Disable(a) => a.json,
+    let (json, command) = match &cmd {
+        SyncCmd::Enable(a) => (a.json, "sync enable"),
+        SyncCmd::Disable(a) => (a.json, "sync disable"),
     };
     // JSON carries the warnings itself; the terminal shows them as they happen.
     let progress: Box<dyn Progress> = if json {
@@ -44,11 +48,69 @@ pub async fn run(opts: &Options, cmd: SyncCmd) -> Result<ExitCode> {
     };
     drop(progress);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report_text(&report));
+        let status = pgrepl_core::observe::status::status(&cluster).await;
+        return json_report(command, started, report, &status).print();
     }
+    print!("{}", report_text(&report));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The primary that was configured, then each standby with its sync state; the setting
+/// and `standbys` (the primary's pg_stat_replication) as figures.
+fn json_report(
+    command: &str,
+    started: std::time::Instant,
+    report: SyncReport,
+    status: &ClusterStatus,
+) -> CommandReport {
+    let (outcome, word) = if report.changed {
+        (Outcome::Done(report.message.clone()), "configured")
+    } else {
+        (
+            Outcome::AlreadyDone(report.message.clone()),
+            "already configured",
+        )
+    };
+    let mut nodes = vec![NodeReport::acted_on(
+        &report.primary,
+        &outcome,
+        word,
+        status,
+        None,
+    )];
+    for s in &report.standbys {
+        let Some(node) = &s.node else { continue };
+        let mut n = NodeReport {
+            node: node.clone(),
+            outcome: s
+                .sync_state
+                .clone()
+                .unwrap_or_else(|| "not connected".into()),
+            message: s.note.clone(),
+            ..NodeReport::default()
+        };
+        if let Some(st) = status.nodes.iter().find(|x| &x.name == node) {
+            n.observed(st);
+        }
+        n.figures
+            .insert("application_name".into(), s.application_name.clone().into());
+        n.figures
+            .insert("sync_priority".into(), s.sync_priority.into());
+        n.figures
+            .insert("sync_state".into(), s.sync_state.clone().into());
+        nodes.push(n);
+    }
+    let mut r = CommandReport::new(command, started)
+        .figure("primary", &report.primary)
+        .figure("standby_names", &report.standby_names)
+        .figure("synchronous_commit", &report.synchronous_commit)
+        .figure("standbys", &report.standbys);
+    r.changed = report.changed;
+    r.message = report.message;
+    r.warnings = report.warnings;
+    r.notes = report.notes;
+    r.nodes = nodes;
+    r
 }
 
 fn report_text(r: &SyncReport) -> String {

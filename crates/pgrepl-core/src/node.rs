@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::postgres::server::{self, ControlData};
+use crate::postgres::wal_end::{self, SegmentEnd};
+use crate::postgres::Lsn;
 use crate::runtime::{self, ProcessState, Runtime, StopMode};
 use crate::spec::NodeSpec;
 
@@ -93,6 +95,45 @@ impl Server {
         cmd.arg("-D").arg(&self.data);
         let out = runtime::run("pg_controldata", &mut cmd).await?;
         Ok(ControlData::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Server {
+    /// Where the WAL of this stopped server ends: the position it had reached (pg_waldump
+    /// over its newest segments). None when that cannot be told: better no figure than an
+    /// older one.
+    pub async fn wal_end(&self) -> Option<Lsn> {
+        use std::io::Read;
+        let pg_wal = self.data.join("pg_wal");
+        let mut tried = 0;
+        for name in wal_end::segments_newest_first(&pg_wal) {
+            let path = pg_wal.join(&name);
+            let mut file = std::fs::File::open(&path).ok()?;
+            // Every segment file has the cluster's segment size.
+            let size = file.metadata().ok()?.len();
+            let start = wal_end::segment_start(&name, size)?;
+            let mut page = [0u8; 16];
+            if file.read_exact(&mut page).is_err() || !wal_end::holds_wal(&page, start) {
+                continue;
+            }
+            if tried == wal_end::SEGMENTS_TO_TRY {
+                return None;
+            }
+            tried += 1;
+            let mut cmd = self.runtime.command(&self.node, "pg_waldump");
+            cmd.arg("--quiet").arg("--path").arg(&pg_wal).arg(&name);
+            let out = cmd.output().await.ok()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match wal_end::read_waldump(out.status.success(), &stderr, Lsn(start.0 + size)) {
+                SegmentEnd::At(end) => return Some(end),
+                SegmentEnd::Empty => continue,
+                SegmentEnd::Unknown => {
+                    tracing::debug!(node = %self.node.name, %stderr, "pg_waldump cannot tell where WAL ends");
+                    return None;
+                }
+            }
+        }
+        None
     }
 }
 

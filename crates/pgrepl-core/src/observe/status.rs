@@ -39,13 +39,15 @@ pub struct NodeStatus {
     pub state: State,
     pub role: Option<Role>,
     pub timeline: Option<u32>,
-    /// Current WAL position for a primary, replay position for a standby, last checkpoint
-    /// for a stopped node.
+    /// Current WAL position for a primary, replay position for a standby, and for a stopped
+    /// node the end of the WAL it had reached (none when that cannot be read).
     pub lsn: Option<Lsn>,
     pub receive_lsn: Option<Lsn>,
     pub replay_lsn: Option<Lsn>,
     /// The node this one streams from now (read from its walreceiver).
     pub upstream: Option<String>,
+    /// Its upstream's pg_stat_replication shows it streaming: WAL flows to it.
+    pub streaming: bool,
     pub slot: Option<String>,
     pub application_name: String,
     /// As the upstream's pg_stat_replication says: async, potential, sync, quorum.
@@ -97,7 +99,8 @@ pub async fn status(cluster: &Cluster) -> ClusterStatus {
             path: p.path.clone()?,
         })
     });
-    let mut status = build(cluster, &probes, history.as_ref());
+    let wal_ends = stopped_wal_ends(cluster, &probes).await;
+    let mut status = build(cluster, &probes, history.as_ref(), &wal_ends);
     for (n, (frozen, f)) in status.nodes.iter_mut().zip(faults) {
         n.frozen = frozen;
         n.faults = f;
@@ -126,7 +129,24 @@ async fn injected(cluster: &Cluster) -> Vec<(bool, Vec<NetFault>)> {
     .await
 }
 
-fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> ClusterStatus {
+/// Where each stopped node's WAL ends (None for running nodes).
+async fn stopped_wal_ends(cluster: &Cluster, probes: &[Probe]) -> Vec<Option<Lsn>> {
+    futures::future::join_all(probes.iter().map(|p| async move {
+        if p.running {
+            return None;
+        }
+        let server = cluster.server(&p.name).ok().filter(|s| s.exists())?;
+        server.wal_end().await
+    }))
+    .await
+}
+
+fn build(
+    cluster: &Cluster,
+    probes: &[Probe],
+    history: Option<&History>,
+    wal_ends: &[Option<Lsn>],
+) -> ClusterStatus {
     let primary = topology::pick_primary(cluster, probes);
     let primaries: Vec<&str> = probes
         .iter()
@@ -159,12 +179,13 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
         .and_then(|p| p.position.as_ref())
         .and_then(|p| p.current_lsn);
 
-    let nodes = cluster
+    let nodes: Vec<NodeStatus> = cluster
         .spec
         .nodes
         .iter()
         .zip(probes)
-        .map(|(spec, p)| {
+        .zip(wal_ends)
+        .map(|((spec, p), wal_end)| {
             let client = cluster.runtime.client_endpoint(spec);
             let state = if !p.running {
                 State::Stopped
@@ -193,7 +214,7 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
             let lsn = match pos {
                 Some(x) if x.in_recovery => x.replay_lsn,
                 Some(x) => x.current_lsn,
-                None => p.control.as_ref().and_then(|c| c.checkpoint_lsn),
+                None => *wal_end,
             };
             let is_current_primary = primary.is_some_and(|q| q.name == p.name);
             let lag_bytes = match (primary_lsn, pos.and_then(|x| x.replay_lsn)) {
@@ -240,6 +261,8 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
                 receive_lsn: pos.and_then(|x| x.receive_lsn),
                 replay_lsn: pos.and_then(|x| x.replay_lsn),
                 upstream,
+                streaming: seen_by_upstream
+                    .is_some_and(|d| d.state.as_deref() == Some("streaming")),
                 slot: pos
                     .and_then(|x| x.slot_name.clone())
                     .or_else(|| spec.slot.clone()),
@@ -289,6 +312,9 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
             ));
         }
     }
+    if !split_brain && sync.is_none() {
+        warnings.extend(primary.and_then(|p| no_copy_warning(p, &nodes)));
+    }
     ClusterStatus {
         cluster: cluster.name().to_string(),
         primary: primary.map(|p| p.name.clone()),
@@ -297,6 +323,33 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
         warnings,
         nodes,
     }
+}
+
+/// Under asynchronous replication a commit is acknowledged once it is on the primary's disk:
+/// with no standby streaming, nothing else holds it, and losing the primary loses it.
+fn no_copy_warning(primary: &Probe, nodes: &[NodeStatus]) -> Option<String> {
+    let others: Vec<&NodeStatus> = nodes.iter().filter(|n| n.name != primary.name).collect();
+    let streaming = primary
+        .downstreams
+        .iter()
+        .any(|d| d.state.as_deref() == Some("streaming"));
+    if others.is_empty() || streaming {
+        return None;
+    }
+    let stopped: Vec<&str> = others
+        .iter()
+        .filter(|n| n.state == State::Stopped)
+        .map(|n| n.name.as_str())
+        .collect();
+    Some(format!(
+        "no standby streams from {p} and replication is asynchronous: writes on {p} are acknowledged with no copy on another node, and losing {p} loses them; {}",
+        if stopped.is_empty() {
+            "see the notes on the standbys".to_string()
+        } else {
+            format!("start a standby (`pgrepl start {}`)", stopped.join(" "))
+        },
+        p = primary.name
+    ))
 }
 
 /// Whether a standby or a stopped node has gone past the point where the primary's timeline

@@ -96,7 +96,8 @@ pub fn node_conf(cluster: &Cluster, node: &NodeSpec) -> Result<String> {
     );
     s += &setting("port", listen.port);
     s += &setting("listen_addresses", &listen.addresses);
-    s += &setting("cluster_name", &node.name);
+    // `ps` shows it in every process title: two clusters' pg0 are told apart.
+    s += &setting("cluster_name", format!("{}/{}", cluster.name(), node.name));
     if let Some(dir) = &listen.socket_dir {
         s += &setting("unix_socket_directories", dir);
     }

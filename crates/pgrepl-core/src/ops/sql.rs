@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::cluster::Cluster;
 pub use crate::error::Blocked;
 use crate::error::{pg_message, Error, Result, ResultExt};
+use crate::postgres::command_tag;
 use crate::postgres::conn::Conn;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -18,6 +20,16 @@ pub struct SqlOutput {
     pub affected: Option<u64>,
     /// WARNINGs and NOTICEs the server sent.
     pub notices: Vec<String>,
+    /// What each statement gave, in order: for psql's way of printing results.
+    pub statements: Vec<StatementResult>,
+}
+
+/// One statement's result: the rows it returned (a range of `SqlOutput::rows`), or, when it
+/// returned none, the command tag psql prints (`CREATE TABLE`, `INSERT 0 1`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StatementResult {
+    pub rows: std::ops::Range<usize>,
+    pub tag: Option<String>,
 }
 
 pub async fn run(
@@ -70,10 +82,29 @@ pub async fn run(
             }
         },
     };
-    let messages = result.map_err(|e| Error::Invalid(format!("{node}: {}", pg_message(&e))))?;
+    let messages = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let hint = match e.code() {
+                Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => writes_go_to_primary(cluster, node)
+                    .await
+                    .map(|h| format!("; {h}")),
+                _ => None,
+            };
+            return Err(Error::Invalid(format!(
+                "{node}: {}{}",
+                pg_message(&e),
+                hint.unwrap_or_default()
+            )));
+        }
+    };
     let mut out = SqlOutput::default();
+    let words = command_tag::statements(sql);
+    let mut returned_rows = false;
+    let mut first_row = 0;
     for m in messages {
         match m {
+            SimpleQueryMessage::RowDescription(_) => returned_rows = true,
             SimpleQueryMessage::Row(r) => {
                 if out.columns.is_empty() {
                     out.columns = r.columns().iter().map(|c| c.name().to_string()).collect();
@@ -81,14 +112,50 @@ pub async fn run(
                 out.rows
                     .push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
             }
-            SimpleQueryMessage::CommandComplete(n) => out.affected = Some(n),
+            SimpleQueryMessage::CommandComplete(n) => {
+                out.affected = Some(n);
+                let tag = words
+                    .get(out.statements.len())
+                    .filter(|_| !returned_rows)
+                    .map(|w| command_tag::tag(w, n));
+                out.statements.push(StatementResult {
+                    rows: first_row..out.rows.len(),
+                    tag,
+                });
+                first_row = out.rows.len();
+                returned_rows = false;
+            }
             _ => {}
+        }
+    }
+    if out.statements.len() != words.len() {
+        // The split disagreed with the server's: no tag rather than a wrong one.
+        for s in &mut out.statements {
+            s.tag = None;
         }
     }
     while let Ok(n) = session.notices.try_recv() {
         out.notices.push(notice_text(&n));
     }
     Ok(out)
+}
+
+/// For a write refused by a standby: where writes go. None when `node` is no standby (a
+/// read-only transaction on a primary is the user's own setting).
+async fn writes_go_to_primary(cluster: &Cluster, node: &str) -> Option<String> {
+    let probes = crate::observe::topology::probe_all(cluster).await;
+    probes.iter().find(|p| p.name == node && p.is_standby())?;
+    Some(
+        match crate::observe::topology::pick_primary(cluster, &probes) {
+            Some(p) => format!(
+                "{node} is a standby, read-only: writes go to the primary, {} (`pgrepl sql {} \"...\"`)",
+                p.name, p.name
+            ),
+            None => format!(
+                "{node} is a standby, read-only, and no primary runs: start the primary or promote a standby (`pgrepl promote NODE`)"
+            ),
+        },
+    )
 }
 
 fn notice_text(n: &tokio_postgres::error::DbError) -> String {

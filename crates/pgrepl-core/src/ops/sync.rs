@@ -35,6 +35,42 @@ pub struct EnableRequest {
 }
 
 impl EnableRequest {
+    /// `--standbys` may name nodes: synchronous_standby_names needs their application
+    /// names, so a node's name becomes its application name, and a note says so. A name
+    /// that is some node's application name is kept as it is.
+    pub fn with_application_names(&self, spec: &ClusterSpec) -> (EnableRequest, Vec<String>) {
+        let mut notes = Vec::new();
+        let standbys = self.standbys.as_ref().map(|names| {
+            names
+                .iter()
+                .map(|given| {
+                    let name = given.trim();
+                    let is_app = spec
+                        .nodes
+                        .iter()
+                        .any(|n| same_name(n.application_name(), name));
+                    match spec.nodes.iter().find(|n| n.name == name) {
+                        Some(n) if !is_app => {
+                            let app = n.application_name();
+                            notes.push(format!(
+                                "{name}'s application name is {app}: synchronous_standby_names lists standbys by application name, so {name} is listed as {app}"
+                            ));
+                            app.to_string()
+                        }
+                        _ => name.to_string(),
+                    }
+                })
+                .collect()
+        });
+        (
+            EnableRequest {
+                standbys,
+                ..self.clone()
+            },
+            notes,
+        )
+    }
+
     /// The configuration asked for, before any check.
     pub fn resolve(&self, spec: &ClusterSpec) -> SyncSpec {
         let base = spec.sync.clone().unwrap_or_else(|| SyncSpec {
@@ -89,6 +125,8 @@ pub struct SyncReport {
     pub standbys: Vec<StandbyRow>,
     /// Said before the change (also printed through the progress as it happens).
     pub warnings: Vec<String>,
+    /// How the request was read (node names given for application names).
+    pub notes: Vec<String>,
     pub message: String,
     pub changed: bool,
 }
@@ -322,7 +360,12 @@ pub async fn enable(
     req: &EnableRequest,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
+    let (req, notes) = req.with_application_names(&cluster.spec);
+    let req = &req;
     let wanted = req.resolve(&cluster.spec);
+    for n in &notes {
+        progress.note(n);
+    }
     validate_sync_names(&cluster.spec, &wanted, wanted.allow_unknown)?;
     let primary = topology::current_primary(cluster).await?;
     let own = cluster.node(&primary)?.application_name().to_string();
@@ -424,6 +467,7 @@ pub async fn enable(
         standby_names: setting,
         synchronous_commit: commit,
         warnings,
+        notes,
         message,
         changed: !unchanged || spec_changed,
     })
@@ -476,6 +520,7 @@ pub async fn disable(cluster: &mut Cluster, progress: &dyn Progress) -> Result<S
         standby_names: String::new(),
         synchronous_commit: "on".into(),
         warnings: Vec::new(),
+        notes: Vec::new(),
         message,
         changed: !unchanged || spec_changed,
     })
@@ -722,6 +767,22 @@ mod tests {
             "sync2"
         )
         .is_none());
+    }
+
+    #[test]
+    fn node_names_become_application_names() {
+        let spec = ClusterSpec::lab("lab", 54320).unwrap();
+        let req = EnableRequest {
+            standbys: Some(names(&["pg2", " sync3", "pg1", "*"])),
+            ..Default::default()
+        };
+        let (req, notes) = req.with_application_names(&spec);
+        assert_eq!(
+            req.standbys.unwrap(),
+            names(&["sync2", "sync3", "pg1", "*"])
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("pg2's application name is sync2"));
     }
 
     #[test]

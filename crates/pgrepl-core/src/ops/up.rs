@@ -7,15 +7,27 @@ use crate::error::Result;
 use crate::ops::{primary, standby, Outcome};
 use crate::progress::Progress;
 
+/// What `up` did to one node, or to the cluster as a whole (`node` None: the primary's
+/// synchronous replication setting).
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub node: Option<String>,
+    pub outcome: Outcome,
+}
+
 /// Brings every node of the spec up: the primary initialized and running, every standby
 /// cloned (in parallel, wave by wave for cascades) and streaming.
-pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Step>> {
     preflight(cluster).await?;
     cluster
         .runtime
         .prepare(&cluster.spec.nodes, progress)
         .await?;
-    let mut outcomes = vec![primary::init(cluster, &cluster.spec.root().name, progress).await?];
+    let root = &cluster.spec.root().name;
+    let mut steps = vec![Step {
+        node: Some(root.clone()),
+        outcome: primary::init(cluster, root, progress).await?,
+    }];
     crate::crashpoint::reached("up: primary ready");
     for wave in cluster.spec.clone_waves() {
         let results = try_join_all(
@@ -23,16 +35,21 @@ pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcom
                 .map(|n| standby::clone(cluster, &n.name, progress)),
         )
         .await?;
-        outcomes.extend(results);
+        steps.extend(wave.iter().zip(results).map(|(n, outcome)| Step {
+            node: Some(n.name.clone()),
+            outcome,
+        }));
         crate::crashpoint::reached("up: standbys streaming");
     }
-    let root = &cluster.spec.root().name;
     if let Some(setting) = crate::ops::sync::apply_to_primary(cluster, root).await? {
-        outcomes.push(Outcome::AlreadyDone(format!(
-            "{root}: synchronous_standby_names = '{setting}'"
-        )));
+        steps.push(Step {
+            node: None,
+            outcome: Outcome::AlreadyDone(format!(
+                "{root}: synchronous_standby_names = '{setting}'"
+            )),
+        });
     }
-    Ok(outcomes)
+    Ok(steps)
 }
 
 /// Everything that can be checked before touching anything: the OS user can reach the data,

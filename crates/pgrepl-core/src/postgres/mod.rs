@@ -2,12 +2,14 @@
 //! connect, and the SQL we ask it.
 
 pub mod binaries;
+pub mod command_tag;
 pub mod conn;
 pub mod lsn;
 pub mod queries;
 pub mod quote;
 pub mod server;
 pub mod timeline;
+pub mod wal_end;
 
 pub use binaries::PgInstall;
 pub use lsn::Lsn;

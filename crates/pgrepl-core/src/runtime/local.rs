@@ -235,9 +235,10 @@ impl Runtime for LocalRuntime {
     async fn log_stream(
         &self,
         node: &NodeSpec,
+        tail: Option<usize>,
         follow: bool,
     ) -> Result<futures::stream::BoxStream<'static, Result<Vec<u8>>>> {
-        Ok(runtime::file_log_stream(self.log(node), follow))
+        Ok(runtime::file_log_stream(self.log(node), tail, follow))
     }
 
     /// Every node is on this machine's network: what the host reaches, a node reaches.

@@ -134,11 +134,12 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     fn busy_tools(&self, node: &NodeSpec) -> Vec<i32>;
     /// The last `lines` lines of the server's log.
     async fn log_tail(&self, node: &NodeSpec, lines: usize) -> String;
-    /// The server's whole log, then (with `follow`) what it writes next, for as long as the
-    /// stream is read.
+    /// The server's log (its last `tail` lines; all of it with None), then (with `follow`)
+    /// what it writes next, for as long as the stream is read.
     async fn log_stream(
         &self,
         node: &NodeSpec,
+        tail: Option<usize>,
         follow: bool,
     ) -> Result<BoxStream<'static, Result<Vec<u8>>>>;
 
@@ -226,9 +227,30 @@ pub async fn complete_new_spec(spec: &mut ClusterSpec, cluster_dir: &Path) -> Re
     Ok(())
 }
 
-/// A log file, whole, then (with `follow`) what is appended to it, polled every 200 ms. The
+/// The last `n` lines of `text` (all of it when it has fewer).
+pub fn last_lines(text: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &[];
+    }
+    // A final newline ends the last line; it does not start another.
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let start = body
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1);
+    &text[start..]
+}
+
+/// A log file (its last `tail` lines), then (with `follow`) what is appended to it, polled every 200 ms. The
 /// stream ends after an error.
-pub fn file_log_stream(path: PathBuf, follow: bool) -> BoxStream<'static, Result<Vec<u8>>> {
+pub fn file_log_stream(
+    path: PathBuf,
+    tail: Option<usize>,
+    follow: bool,
+) -> BoxStream<'static, Result<Vec<u8>>> {
     use futures::StreamExt;
     use std::io::{Read, Seek};
     // (read so far, first read done); None once an error was yielded.
@@ -252,7 +274,13 @@ pub fn file_log_stream(path: PathBuf, follow: bool) -> BoxStream<'static, Result
                 Ok::<_, std::io::Error>((pos + buf.len() as u64, buf))
             })();
             Some(match read {
-                Ok((next, buf)) => (Ok(buf), Some((next, true))),
+                Ok((next, buf)) => {
+                    let shown = match tail {
+                        Some(n) if !started => last_lines(&buf, n).to_vec(),
+                        _ => buf,
+                    };
+                    (Ok(shown), Some((next, true)))
+                }
                 Err(e) if !started && e.kind() == std::io::ErrorKind::NotFound => (
                     Err(Error::Precondition(format!(
                         "there is no log yet ({}): the node has never been started",
@@ -305,6 +333,16 @@ mod tests {
 
     fn local(spec: &ClusterSpec) -> Arc<dyn Runtime> {
         for_cluster(spec, Path::new("/c"), &pg(), &Runner::new(None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let log = b"one\ntwo\nthree\n";
+        assert_eq!(last_lines(log, 2), b"two\nthree\n");
+        assert_eq!(last_lines(log, 3), log);
+        assert_eq!(last_lines(log, 50), log);
+        assert_eq!(last_lines(log, 0), b"");
+        assert_eq!(last_lines(b"a\nb", 1), b"b");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The cluster file (`pgrepl.toml`): the topology the user intends. Roles are not stored here;
 //! who is primary *now* is always read from PostgreSQL.
 
+pub mod locate;
 mod moves;
 mod validate;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use locate::{locate, Located};
 pub use moves::default_slot;
 pub use validate::{validate_data_path, validate_name, validate_slot_name, validate_sync_names};
 

@@ -270,12 +270,14 @@ pub async fn logs_tail(docker: &Docker, name: &str, lines: usize) -> Result<Stri
 pub fn logs_stream(
     docker: &Docker,
     name: &str,
+    tail: Option<usize>,
     follow: bool,
 ) -> futures::stream::BoxStream<'static, Result<Vec<u8>>> {
     let opts = LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
         .follow(follow)
+        .tail(&tail.map_or("all".to_string(), |n| n.to_string()))
         .build();
     let what = format!("reading the log of {name}");
     docker

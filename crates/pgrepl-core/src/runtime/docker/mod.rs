@@ -654,6 +654,7 @@ impl Runtime for DockerRuntime {
     async fn log_stream(
         &self,
         node: &NodeSpec,
+        tail: Option<usize>,
         follow: bool,
     ) -> Result<futures::stream::BoxStream<'static, Result<Vec<u8>>>> {
         if self.inspect_own(node).await?.is_none() {
@@ -665,6 +666,7 @@ impl Runtime for DockerRuntime {
         Ok(engine::logs_stream(
             self.docker().await?,
             &self.container(node),
+            tail,
             follow,
         ))
     }

@@ -271,9 +271,10 @@ impl Runtime for NetnsRuntime {
     async fn log_stream(
         &self,
         node: &NodeSpec,
+        tail: Option<usize>,
         follow: bool,
     ) -> Result<futures::stream::BoxStream<'static, Result<Vec<u8>>>> {
-        self.local.log_stream(node, follow).await
+        self.local.log_stream(node, tail, follow).await
     }
 
     fn check_network_faults(&self) -> Result<()> {
