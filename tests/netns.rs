@@ -29,7 +29,9 @@ fn run(prog: &str, args: &[&str]) -> String {
 
 /// The name of the cluster's host link, found by the alias that names its data directory.
 fn host_link(c: &TestCluster) -> Option<String> {
-    let dir = std::fs::canonicalize(c.path()).unwrap().join(".pgrepl/lab");
+    let dir = std::fs::canonicalize(c.path())
+        .unwrap()
+        .join(c.cluster_dir().strip_prefix(c.path()).unwrap());
     let alias = format!("pgrepl:{}", dir.display());
     let links: Value = serde_json::from_str(&run("ip", &["-j", "-d", "link", "show"])).unwrap();
     links
@@ -480,7 +482,7 @@ fn bad_fault_input_changes_nothing_and_local_refuses_network_faults() {
     let s = c.node_status("pg1");
     assert_eq!(
         (&s["frozen"], &s["state"]),
-        (&json!(true), &json!("unreachable")),
+        (&json!(true), &json!("not answering")),
         "{s}"
     );
     assert!(c.ok(&["status"]).contains("frozen"));

@@ -94,6 +94,7 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
     }
     if state == ProcessState::Frozen {
         // It would accept a connection and never answer.
+        p.not_answering = true;
         p.error = Some(format!(
             "frozen: every process is stopped (`pgrepl thaw {node}` resumes it)"
         ));
