@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;
+pub mod monitor;
 pub mod observe;
 pub mod ops;
 pub mod postgres;
