@@ -589,38 +589,42 @@ impl<'a> Tick<'a> {
     // ---- exactly one primary answers ----
 
     fn with_primary(&mut self, state: &mut MonitorState, p: &'a NodeObs) {
-        if let Some(x) = state.primary.clone().filter(|x| *x != p.name) {
-            if let Some(xo) = self
-                .node(&x)
-                .filter(|xo| !xo.is_gone() && !xo.answers_as(Role::Standby))
+        // A node last seen as a primary that now runs without answering may still serve:
+        // one of the two must go before anything else happens.
+        let silent_primaries: Vec<&NodeObs> = self
+            .obs
+            .nodes
+            .iter()
+            .filter(|x| x.name != p.name && !x.is_gone() && !x.answered)
+            .filter(|x| state.roles.get(&x.name) == Some(&Role::Primary))
+            .collect();
+        for xo in silent_primaries {
+            let x = &xo.name;
+            let stale = if authority::supersedes(&xo.facts(), &p.facts())
+                || state.superseded.contains(&p.name)
+                || self.alive_evidence(xo, true).is_some()
             {
-                // The primary we knew does not answer and may still serve: one of the two
-                // must go before anything else happens.
-                let xf = xo.facts();
-                let pf = p.facts();
-                let stale = if authority::supersedes(&xf, &pf)
-                    || state.superseded.contains(&p.name)
-                    || self.alive_evidence(xo, true).is_some()
-                {
-                    p.name.clone()
-                } else {
-                    x.clone()
-                };
-                self.log(Event::decided(
+                p.name.clone()
+            } else {
+                x.clone()
+            };
+            self.note_event(
+                &format!("fence_stale:{stale}"),
+                Event::decided(
                     self.now,
                     "fence_stale_primary",
                     Some(&stale),
                     format!(
-                        "{} answers as the primary while {x}, the primary the monitor knew, may still run: fencing {stale}",
+                        "{} answers as the primary while {x}, last seen as the primary, runs without answering: fencing {stale}",
                         p.name
                     ),
-                ));
-                self.actions.push(Action::Fence {
-                    node: stale.clone(),
-                });
-                if stale == p.name {
-                    return;
-                }
+                ),
+            );
+            self.actions.push(Action::Fence {
+                node: stale.clone(),
+            });
+            if stale == p.name {
+                return;
             }
         }
         if state.primary.as_deref() != Some(&p.name) {

@@ -709,3 +709,29 @@ fn events_are_json_lines() {
     .unwrap();
     assert_eq!(a["action"], "promote");
 }
+
+#[test]
+fn a_former_primary_that_runs_without_answering_next_to_a_new_one_is_fenced() {
+    let i = intent(None);
+    let mut st = MonitorState::default();
+    acts(&i, &mut st, &fix_names(healthy(0)));
+    // pg2 answers as a primary (promoted by someone else); pg0 runs but is out of sight.
+    let tl2 = tl(2, "1\t0/3E8\tx\n");
+    let mut p = primary("pg2", 1100);
+    p.path = Some(tl2);
+    let o = obs(
+        100,
+        vec![
+            silent("pg0", Process::Running),
+            standby("pg1", "pg2", 1100, 0),
+            p,
+            standby("pg3", "pg2", 1100, 0),
+        ],
+    );
+    let a = acts(&i, &mut st, &o);
+    assert_eq!(fenced(&a), ["pg0"], "{a:?}");
+    // Still there next tick: fenced again, logged once.
+    let a = acts(&i, &mut st, &Observation { at_ms: 200, ..o });
+    assert_eq!(only_actions(&a), [&Action::Fence { node: "pg0".into() }]);
+    assert!(!a.iter().any(|a| matches!(a, Action::Log(_))));
+}
