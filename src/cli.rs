@@ -118,7 +118,7 @@ pub struct DrillArgs {
     pub event: String,
     /// How many times to run it (between runs the cluster is made ready again: one primary,
     /// every node running, every standby streaming).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub runs: usize,
     /// Concurrent writing clients.
     #[arg(long, default_value_t = 4)]
@@ -197,6 +197,9 @@ pub struct InitArgs {
     /// Port of pg0; the others follow (pg1 = P+1, ...).
     #[arg(long, default_value_t = pgrepl_core::spec::DEFAULT_BASE_PORT)]
     pub base_port: u16,
+    /// Where the nodes live: local (processes on this machine), netns, docker.
+    #[arg(long, default_value_t = pgrepl_core::spec::RuntimeKind::Local)]
+    pub runtime: pgrepl_core::spec::RuntimeKind,
     /// Overwrite an existing cluster file (the cluster's data is kept).
     #[arg(long)]
     pub force: bool,
@@ -247,7 +250,7 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with = "json")]
     pub watch: bool,
     /// Refresh interval for --watch.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub interval: Duration,
 }
 
@@ -357,7 +360,7 @@ pub enum BenchCmd {
     },
     /// Time `up` of the 4-node lab against the bare steps it is made of.
     Up {
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         runs: usize,
         #[arg(long)]
         json: bool,
@@ -369,7 +372,7 @@ pub enum BenchCmd {
     /// (pg_rewind), optionally the failover drill, on a scratch lab.
     Switchover {
         /// Switchovers, and promote + rejoin cycles.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         runs: usize,
         /// Failover drills (SIGKILL of the primary, then failover) to add; 0 for none.
         #[arg(long, default_value_t = 0)]
@@ -384,7 +387,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 35)]
         scale: u32,
         /// Rejoins of each kind.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         runs: usize,
         #[arg(long)]
         json: bool,
@@ -422,4 +425,22 @@ pub struct BenchSyncArgs {
     pub scale: u32,
     #[arg(long)]
     pub json: bool,
+}
+
+/// A count of repetitions: zero would quietly do one run, or none.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("it must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An interval between repetitions: zero would spin.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("it must be longer than zero (e.g. 1s)".into());
+    }
+    Ok(d)
 }

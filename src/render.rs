@@ -58,6 +58,7 @@ fn state(s: State) -> &'static str {
         State::Running => "running",
         State::Stopped => "stopped",
         State::Unreachable => "unreachable",
+        State::NotAnswering => "not answering",
     }
 }
 

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::ops::{self, Outcome};
 use pgrepl_core::postgres::binaries;
+use pgrepl_core::runtime;
 use pgrepl_core::spec::ClusterSpec;
 use pgrepl_core::{observe, Cluster};
 
@@ -63,7 +64,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(a) => logs(&opts, a).await,
         Command::Sync(c) => sync::run(&opts, c).await,
         Command::Postgres(PostgresCmd::Install { version }) => {
-            let runner = pgrepl_core::runtime::Runner::new(opts.os_user.as_deref())?;
+            let runner = runtime::Runner::new(opts.os_user.as_deref())?;
             let i = binaries::install(version, &runner, &Spinner::new()).await?;
             println!(
                 "PostgreSQL {} is installed in {}",
@@ -99,12 +100,11 @@ async fn open(opts: &Options) -> Result<Cluster> {
     Ok(Cluster::open(opts, false, &Spinner::new()).await?)
 }
 
+/// For every command that changes something: the cluster file is read under the lock.
 pub(crate) async fn open_locked(
     opts: &Options,
 ) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
-    let cluster = open(opts).await?;
-    let lock = cluster.lock()?;
-    Ok((cluster, lock))
+    Ok(Cluster::open_locked(opts, false, &Spinner::new()).await?)
 }
 
 fn haproxy_config(opts: &Options, a: HaproxyConfigArgs) -> Result<ExitCode> {
@@ -151,8 +151,9 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
             }
         }
     }
-    let spec = ClusterSpec::lab(&a.name, a.base_port)?;
-    lab_ports_free(&spec, "pgrepl init --base-port")?;
+    let mut spec = ClusterSpec::lab(&a.name, a.base_port)?;
+    spec.cluster.runtime = a.runtime;
+    runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
     spec.save(&opts.config)?;
     println!(
         "wrote {}: cluster '{}', pg0 primary on port {}, standbys pg1, pg2 (sync2), pg3 (sync3); next: `pgrepl up`",
@@ -163,31 +164,13 @@ fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The lab's ports must be free before its file is written; the error suggests free ones.
-fn lab_ports_free(spec: &ClusterSpec, fix: &str) -> Result<()> {
-    for n in &spec.nodes {
-        if ops::standby::check_port_free(n).is_err() {
-            let first = spec.root().port;
-            let hint = ops::standby::free_base_port(n.host, first + 10, 4)
-                .map(|p| format!("`{fix} {p}` (ports {p}-{} are free)", p + 3))
-                .unwrap_or_else(|| format!("`{fix} P` with another port"));
-            bail!(
-                "port {} (for {}) is already in use by another program: choose other ports with {hint}",
-                n.port,
-                n.name
-            );
-        }
-    }
-    Ok(())
-}
-
 async fn up(opts: &Options) -> Result<ExitCode> {
     if !opts.config.exists() {
         let spec = ClusterSpec::lab(
             pgrepl_core::spec::DEFAULT_CLUSTER_NAME,
             pgrepl_core::spec::DEFAULT_BASE_PORT,
         )?;
-        lab_ports_free(&spec, "pgrepl init --base-port")?;
+        runtime::check_new_spec(&spec, "pgrepl init --base-port")?;
         spec.save(&opts.config)?;
         println!(
             "no {} here: wrote the lab's default (4 nodes, ports {}-{}); edit it to change the cluster",
@@ -197,8 +180,7 @@ async fn up(opts: &Options) -> Result<ExitCode> {
         );
     }
     let spinner = Spinner::new();
-    let cluster = Cluster::open(opts, true, &spinner).await?;
-    let _lock = cluster.lock()?;
+    let (cluster, _lock) = Cluster::open_locked(opts, true, &spinner).await?;
     let started = std::time::Instant::now();
     let outcomes = ops::up::up(&cluster, &spinner).await?;
     drop(spinner);
@@ -225,7 +207,7 @@ async fn up(opts: &Options) -> Result<ExitCode> {
 async fn down(opts: &Options, a: DownArgs) -> Result<ExitCode> {
     let (cluster, _lock) = open_locked(opts).await?;
     if a.purge {
-        let Some(summary) = ops::control::purge_summary(&cluster) else {
+        let Some(summary) = ops::control::purge_summary(&cluster)? else {
             println!("cluster '{}' has no data: nothing to purge", cluster.name());
             return Ok(ExitCode::SUCCESS);
         };
@@ -245,7 +227,7 @@ async fn down(opts: &Options, a: DownArgs) -> Result<ExitCode> {
             }
         }
     }
-    let outcomes = ops::control::down(&cluster, &Spinner::new()).await?;
+    let outcomes = ops::control::down(&cluster, a.purge, &Spinner::new()).await?;
     for o in &outcomes {
         println!("{}", o.message());
     }
@@ -285,11 +267,14 @@ async fn status(opts: &Options, a: StatusArgs) -> Result<ExitCode> {
 }
 
 async fn load_wal(opts: &Options, a: LoadWalArgs) -> Result<ExitCode> {
-    if a.mb == 0 {
-        bail!("--mb must be at least 1");
-    }
-    let cluster = open(opts).await?;
-    let report = ops::load::wal(&cluster, a.mb, &Spinner::new()).await?;
+    let (cluster, _lock) = open_locked(opts).await?;
+    // Listening from now on: a Ctrl-C before the load's first statement must not kill the
+    // process with its table half made.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let ctrl_c = async move {
+        sigint.recv().await;
+    };
+    let report = ops::load::wal(&cluster, a.mb, &Spinner::new(), ctrl_c).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -391,7 +376,7 @@ async fn psql(opts: &Options, a: NodeArg) -> Result<ExitCode> {
     };
     let conninfo = format!(
         "{} dbname=postgres",
-        cluster.conninfo(node, pgrepl_core::secrets::SUPERUSER, "psql")
+        cluster.client_conninfo(node, pgrepl_core::secrets::SUPERUSER, "psql")
     );
     let err = std::process::Command::new(&psql).arg(conninfo).exec();
     Err(err).with_context(|| format!("cannot run {}", psql.display()))

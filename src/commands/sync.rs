@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use comfy_table::{Cell, CellAlignment};
+use pgrepl_core::bench::sync as bench;
 use pgrepl_core::cluster::Options;
-use pgrepl_core::ops::sync::{self, bench, EnableRequest, SyncReport};
+use pgrepl_core::ops::sync::{self, EnableRequest, SyncReport};
 use pgrepl_core::progress::{Progress, Silent};
 use pgrepl_core::spec::SyncMethod;
 

@@ -232,13 +232,22 @@ impl TestCluster {
         }
     }
 
+    /// Where the cluster file puts the cluster's data (`.pgrepl/lab` unless it sets
+    /// data_dir, or when it cannot be read).
+    pub fn cluster_dir(&self) -> PathBuf {
+        match pgrepl_core::spec::ClusterSpec::load(&self.config) {
+            Ok(spec) => pgrepl_core::cluster::cluster_dir(&spec, &self.config),
+            Err(_) => self.dir.path().join(".pgrepl/lab"),
+        }
+    }
+
     pub fn data_dir(&self, node: &str) -> PathBuf {
-        self.dir.path().join(".pgrepl/lab").join(node)
+        self.cluster_dir().join(node)
     }
 
     /// Every postmaster this cluster may have started.
     fn postmaster_pids(&self) -> Vec<i32> {
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join(".pgrepl/lab")) else {
+        let Ok(entries) = std::fs::read_dir(self.cluster_dir()) else {
             return Vec::new();
         };
         entries

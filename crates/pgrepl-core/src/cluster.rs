@@ -1,20 +1,19 @@
 //! A cluster as pgrepl works on it: the spec, where its files are, which PostgreSQL runs it,
 //! and as whom.
 
-use std::fs::File;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio_postgres::Client;
-
-use crate::error::{Error, Result, ResultExt};
+use crate::cluster_dir;
+pub use crate::cluster_dir::ClusterLock;
+use crate::error::{Error, Result};
+use crate::node::Server;
 use crate::postgres::binaries::{self, Wanted};
-use crate::postgres::conn::{self, ConnParams, Session};
-use crate::postgres::server::Server;
+use crate::postgres::conn::{self, Conn, ConnParams, Session};
+use crate::postgres::queries::Position;
 use crate::postgres::PgInstall;
 use crate::progress::Progress;
-use crate::runtime::Runner;
+use crate::runtime::{self, Endpoint, Runner, Runtime};
 use crate::secrets::{self, Secrets, SUPERUSER};
 use crate::spec::{ClusterSpec, NodeSpec};
 
@@ -33,7 +32,10 @@ pub struct Cluster {
     /// `.pgrepl/<name>` next to the spec unless the spec says otherwise.
     pub dir: PathBuf,
     pub pg: PgInstall,
-    pub runner: Runner,
+    /// Where the nodes live: everything about their processes and addresses goes through it.
+    pub runtime: Arc<dyn Runtime>,
+    /// Host-side file ownership (the cluster directory, the files pgrepl writes).
+    runner: Runner,
 }
 
 impl Cluster {
@@ -54,14 +56,20 @@ impl Cluster {
         let spec_path = absolute(&opts.config);
         let spec_dir = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let dir = cluster_dir(&spec, &spec_path);
+        crate::spec::validate_data_path(&dir)?;
+        for w in spec.warnings() {
+            tracing::warn!("{w}");
+        }
         let wanted =
             Wanted::from_settings(opts.pg_bin.as_deref(), &spec.cluster.postgres, &spec_dir)?;
         let pg = binaries::resolve(&wanted, provision, &runner, progress).await?;
+        let runtime = runtime::for_cluster(&spec, &dir, &pg, &runner)?;
         Ok(Cluster {
             spec,
             spec_path,
             dir,
             pg,
+            runtime,
             runner,
         })
     }
@@ -84,48 +92,74 @@ impl Cluster {
     }
 
     pub fn data_dir(&self, node: &str) -> PathBuf {
-        self.dir.join(node)
+        runtime::data_dir(&self.dir, node)
     }
 
     pub fn log_file(&self, node: &str) -> PathBuf {
-        self.dir.join("log").join(format!("{node}.log"))
+        runtime::log_file(&self.dir, node)
     }
 
     pub fn passfile(&self) -> PathBuf {
         self.dir.join("pgpass")
     }
 
-    pub fn server(&self, node: &str) -> Server<'_> {
-        Server {
-            pg: &self.pg,
-            runner: &self.runner,
-            data: self.data_dir(node),
-            log: self.log_file(node),
+    pub fn server(&self, node: &str) -> Result<Server> {
+        Ok(Server::new(
+            self.runtime.clone(),
+            self.node(node)?.clone(),
+            self.data_dir(node),
+        ))
+    }
+
+    /// Whether the node's server runs (an unknown node does not).
+    pub async fn is_running(&self, node: &str) -> bool {
+        match self.server(node) {
+            Ok(s) => s.is_running().await,
+            Err(_) => false,
         }
     }
 
-    pub fn hosts(&self) -> Vec<IpAddr> {
-        let mut hosts: Vec<IpAddr> = self.spec.nodes.iter().map(|n| n.host).collect();
+    /// Every host name a libpq program of this cluster may connect to: the walreceivers (peer
+    /// endpoints), pgrepl's tools and psql. The passfile needs a line for each.
+    pub fn libpq_hosts(&self) -> Vec<String> {
+        let rt = &self.runtime;
+        let nodes = &self.spec.nodes;
+        let mut hosts: Vec<String> = nodes
+            .iter()
+            .flat_map(|n| {
+                let tools = nodes.iter().map(move |t| rt.tool_endpoint(n, t).host);
+                [rt.peer_endpoint(n).host, rt.client_endpoint(n).host]
+                    .into_iter()
+                    .chain(tools)
+            })
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts
     }
 
-    /// Creates the cluster directory (owned by the OS user, 0700) after checking that user
-    /// can reach it.
-    pub async fn ensure_dir(&self) -> Result<()> {
+    /// Fails with advice when the OS user cannot reach the cluster directory's parent.
+    pub async fn check_reachable(&self) -> Result<()> {
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        let existing = crate::runtime::local::existing_ancestor(parent);
-        self.runner.check_reachable(&existing).await?;
-        std::fs::create_dir_all(parent).what(|| format!("cannot create {}", parent.display()))?;
-        self.runner.check_reachable(parent).await?;
-        self.create_dirs()
+        self.runner
+            .check_reachable(&runtime::runner::existing_ancestor(parent))
+            .await
     }
 
-    /// The cluster directory and its log directory, private to the OS user.
-    fn create_dirs(&self) -> Result<()> {
-        self.runner.create_private_dir(&self.dir)?;
-        self.runner.create_private_dir(&self.dir.join("log"))
+    /// A directory that belongs to the OS user, mode 0700 (a data directory, a clone's staging).
+    pub fn create_private_dir(&self, dir: &Path) -> Result<()> {
+        self.runner.create_private_dir(dir)
+    }
+
+    /// The name of the OS user PostgreSQL runs as.
+    pub fn os_user_name(&self) -> String {
+        self.runner.os_user_name()
+    }
+
+    /// Makes the cluster directory pgrepl's (see [`cluster_dir::claim`]): created, or taken
+    /// over when empty, or refused when it holds anything else.
+    pub async fn ensure_dir(&self) -> Result<()> {
+        cluster_dir::claim(&self.dir, self.name(), &self.runner).await
     }
 
     pub fn secrets(&self) -> Result<Secrets> {
@@ -144,20 +178,32 @@ impl Cluster {
         secrets::write_private(path, text, &self.runner)
     }
 
+    /// Writes the passfile, with a line for every host libpq programs connect to.
+    pub fn write_passfile(&self, secrets: &Secrets) -> Result<()> {
+        secrets.write(
+            &self.passfile(),
+            &self.libpq_hosts(),
+            &self.spec.cluster.replication_user,
+            &self.runner,
+        )
+    }
+
     pub fn superuser_params(&self, node: &NodeSpec, secrets: &Secrets) -> ConnParams {
+        let at = self.runtime.client_endpoint(node);
         ConnParams {
-            host: node.host.to_string(),
-            port: node.port,
+            node: node.name.clone(),
+            host: at.host,
+            port: at.port,
             user: SUPERUSER.into(),
             password: secrets.superuser.clone(),
             dbname: "postgres".into(),
             application_name: "pgrepl".into(),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: conn::CONNECT_BOUND,
         }
     }
 
-    /// A superuser connection to a node.
-    pub async fn connect(&self, node: &str) -> Result<Client> {
+    /// A superuser connection to a node, every exchange on it bounded.
+    pub async fn connect(&self, node: &str) -> Result<Conn> {
         let n = self.node(node)?;
         conn::connect(&self.superuser_params(n, &self.secrets()?))
             .await
@@ -171,16 +217,58 @@ impl Cluster {
             .map_err(|e| with_node(e, node))
     }
 
-    /// libpq connection string for `user` on `node`, password through the passfile.
-    pub fn conninfo(&self, node: &NodeSpec, user: &str, application_name: &str) -> String {
+    /// How a node connects to `upstream` (primary_conninfo), password through the passfile.
+    pub fn peer_conninfo(&self, upstream: &NodeSpec, user: &str, application_name: &str) -> String {
+        self.conninfo_at(
+            &self.runtime.peer_endpoint(upstream),
+            user,
+            application_name,
+        )
+    }
+
+    /// How a program run for `for_node` (pg_basebackup, pg_rewind, pgbench) connects to
+    /// `target`.
+    pub fn tool_conninfo(
+        &self,
+        for_node: &NodeSpec,
+        target: &NodeSpec,
+        user: &str,
+        application_name: &str,
+    ) -> String {
+        let at = self.runtime.tool_endpoint(for_node, target);
+        self.conninfo_at(&at, user, application_name)
+    }
+
+    /// How a client on the host (psql) connects to `node`.
+    pub fn client_conninfo(&self, node: &NodeSpec, user: &str, application_name: &str) -> String {
+        self.conninfo_at(&self.runtime.client_endpoint(node), user, application_name)
+    }
+
+    fn conninfo_at(&self, at: &Endpoint, user: &str, application_name: &str) -> String {
         format!(
             "host={} port={} user={} passfile={} application_name={} connect_timeout=3",
-            node.host,
-            node.port,
+            quote(&at.host),
+            at.port,
             quote(user),
             quote(&self.passfile().to_string_lossy()),
             quote(application_name)
         )
+    }
+
+    /// The node a walreceiver streams from, by the sender it reports: the node whose peer
+    /// endpoint it is (where every node listens on the same port, the host tells them apart).
+    pub fn sender(&self, pos: &Position) -> Option<&NodeSpec> {
+        let port = u16::try_from(pos.sender_port?).ok()?;
+        let host = pos.sender_host.as_deref()?;
+        self.spec.nodes.iter().find(|n| {
+            let at = self.runtime.peer_endpoint(n);
+            at.port == port && (at.host == host || host == "localhost")
+        })
+    }
+
+    /// Whether a walreceiver's sender is `upstream`.
+    pub fn streams_from(&self, pos: &Position, upstream: &str) -> bool {
+        self.sender(pos).is_some_and(|n| n.name == upstream)
     }
 
     /// Puts `next` in place of the spec for an operation; `settle_spec` then keeps or undoes it.
@@ -211,26 +299,30 @@ impl Cluster {
         self.spec.save(&self.spec_path)
     }
 
-    /// Serializes commands on one cluster: two at once (say a rejoin and a switchover) could
-    /// wreck it.
-    pub fn lock(&self) -> Result<ClusterLock> {
-        self.create_dirs()?;
-        let path = self.dir.join(".lock");
-        let file = File::create(&path).what(|| format!("cannot create {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(ClusterLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Precondition(format!(
-                "another pgrepl command is working on cluster '{}' (it holds {}): wait for it to finish",
-                self.name(),
-                path.display()
-            ))),
-            Err(std::fs::TryLockError::Error(e)) => Err(e).what(|| format!("cannot lock {}", path.display())),
+    /// Takes the cluster's lock, then reads the cluster file: a command that read it before
+    /// another command saved it would work from, and save, a stale topology.
+    pub async fn open_locked(
+        opts: &Options,
+        provision: bool,
+        progress: &dyn Progress,
+    ) -> Result<(Cluster, ClusterLock)> {
+        let runner = Runner::new(opts.os_user.as_deref())?;
+        // The file names the directory that holds the lock: read it once to find the lock,
+        // and again under it.
+        let first = ClusterSpec::load(&opts.config)?;
+        let dir = cluster_dir(&first, &opts.config);
+        crate::spec::validate_data_path(&dir)?;
+        let lock = cluster_dir::lock(&dir, &first.cluster.name, &runner).await?;
+        let spec = ClusterSpec::load(&opts.config)?;
+        if cluster_dir(&spec, &opts.config) != dir || spec.cluster.name != first.cluster.name {
+            return Err(Error::Precondition(format!(
+                "{} changed its cluster name or data_dir while this command started: run it again",
+                opts.config.display()
+            )));
         }
+        let cluster = Self::with_spec(spec, opts, provision, progress).await?;
+        Ok((cluster, lock))
     }
-}
-
-pub struct ClusterLock {
-    _file: File,
 }
 
 fn with_node(e: Error, node: &str) -> Error {

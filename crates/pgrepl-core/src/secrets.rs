@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::io::Write;
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -78,7 +77,7 @@ impl Secrets {
     pub fn write(
         &self,
         passfile: &Path,
-        hosts: &[IpAddr],
+        hosts: &[String],
         replication_user: &str,
         runner: &Runner,
     ) -> Result<()> {

@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::bench::rejoin::{RejoinOptions, RejoinReport};
 use crate::bench::roles::{RolesOptions, RolesReport};
+use crate::bench::sync::{self as sync_bench, BenchOptions, BenchReport};
 use crate::bench::up::UpReport;
 use crate::bench::writer::{WriterBenchOptions, WriterReport};
 use crate::bench::{rejoin, roles, up, writer, Scratch};
 use crate::cluster::Options;
 use crate::error::Result;
-use crate::ops::sync::bench::{self as sync_bench, BenchOptions, BenchReport};
 use crate::progress::Progress;
 
 /// Runs of each benchmark in the all-run.

@@ -4,6 +4,7 @@
 pub mod all;
 pub mod rejoin;
 pub mod roles;
+pub mod sync;
 pub mod up;
 pub mod writer;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::cluster::{Cluster, Options};
 use crate::error::{Error, Result, ResultExt};
 use crate::progress::{Progress, Silent};
+use crate::runtime::{self, StopMode};
 use crate::secrets::SUPERUSER;
 use crate::spec::ClusterSpec;
 
@@ -146,14 +148,14 @@ impl Scratch {
         self.dir.path()
     }
 
-    /// Stops every node (immediately: the data is thrown away).
+    /// Stops every node (immediately: the data is thrown away) and removes what the runtime
+    /// made for them.
     pub async fn teardown(self) {
-        for n in &self.cluster.spec.nodes {
-            let s = self.cluster.server(&n.name);
-            if s.is_running() {
-                let _ = s.stop(crate::postgres::server::StopMode::Immediate).await;
-            }
+        let c = &self.cluster;
+        for n in &c.spec.nodes {
+            let _ = c.runtime.stop(n, StopMode::Immediate).await;
         }
+        let _ = c.runtime.teardown(&c.spec.nodes, true).await;
     }
 }
 
@@ -161,13 +163,14 @@ impl Scratch {
 /// password comes from the passfile named in the conninfo, which pgbench takes in place of a
 /// database name. Returns its standard output.
 pub async fn pgbench(cluster: &Cluster, node: &str, dbname: &str, args: &[&str]) -> Result<String> {
+    let spec = cluster.node(node)?;
     let conninfo = format!(
         "{} dbname={dbname}",
-        cluster.conninfo(cluster.node(node)?, SUPERUSER, "pgrepl_bench")
+        cluster.tool_conninfo(spec, spec, SUPERUSER, "pgrepl_bench")
     );
-    let mut cmd = cluster.runner.command(cluster.pg.program("pgbench"));
+    let mut cmd = cluster.runtime.command(spec, "pgbench");
     cmd.args(args).arg(conninfo);
-    let out = cluster.runner.run("pgbench", &mut cmd).await?;
+    let out = runtime::run("pgbench", &mut cmd).await?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -179,7 +182,7 @@ pub async fn pgbench_rate(
     args: &[&str],
 ) -> Result<(f64, f64)> {
     let out = pgbench(cluster, node, dbname, args).await?;
-    crate::ops::sync::bench::parse_pgbench(&out).ok_or_else(|| Error::Command {
+    sync::parse_pgbench(&out).ok_or_else(|| Error::Command {
         what: "pgbench".into(),
         detail: format!("no tps/latency in its output:\n{out}"),
     })

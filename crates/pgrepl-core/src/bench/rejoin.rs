@@ -81,7 +81,7 @@ async fn measure(
     // without a checkpoint after the load that is the one before it, whose WAL the old
     // primary's shutdown checkpoint recycles (the rewind then fails with "could not find
     // previous WAL record"). A real primary checkpoints every checkpoint_timeout.
-    c.batch_execute("CHECKPOINT")
+    c.batch_execute_within("CHECKPOINT", crate::postgres::conn::SLOW_BOUND)
         .await
         .what(|| format!("cannot checkpoint {a}"))?;
     progress.step(&format!("waiting for {b} to replay the pgbench tables"));

@@ -8,9 +8,8 @@ use serde::Serialize;
 use crate::bench::{Scratch, Stats};
 use crate::cluster::Options;
 use crate::error::Result;
-use crate::postgres::server::StopMode;
 use crate::progress::{Progress, Silent};
-use crate::secrets;
+use crate::runtime::{self, StopMode};
 
 #[derive(Debug, Serialize)]
 pub struct UpReport {
@@ -68,29 +67,41 @@ async fn one_run(
     progress.step(&format!("run {}/{runs}: bare steps", i + 1));
     // Bare initdb, with the flags pgrepl uses.
     let pwfile = cluster.dir.join(".bench-pw");
-    secrets::write_private(&pwfile, "bench-only-password", &cluster.runner)?;
-    let mut bare = cluster.server("bare");
+    cluster.write_file(&pwfile, "bench-only-password")?;
+    let root = cluster.spec.root();
+    let mut bare = cluster.server(&root.name)?;
     bare.data = cluster.dir.join("bare-initdb");
     let t = Instant::now();
     bare.initdb(&pwfile).await?;
     let initdb = t.elapsed();
 
     // One bare clone from the running primary, fast checkpoint, WAL streamed.
-    let root = cluster.spec.root();
-    let mut cmd = cluster.runner.command(cluster.pg.program("pg_basebackup"));
+    // Run for a standby, as a clone is.
+    let standby = cluster
+        .spec
+        .nodes
+        .iter()
+        .find(|n| !n.is_root())
+        .unwrap_or(root);
+    let mut cmd = cluster.runtime.command(standby, "pg_basebackup");
     cmd.arg("-D")
         .arg(cluster.dir.join("bare-clone"))
         .args(["-X", "stream", "-c", "fast"])
         .arg(format!(
             "--dbname={}",
-            cluster.conninfo(root, &cluster.spec.cluster.replication_user, "bench")
+            cluster.tool_conninfo(
+                standby,
+                root,
+                &cluster.spec.cluster.replication_user,
+                "bench"
+            )
         ));
     let t = Instant::now();
-    cluster.runner.run("pg_basebackup", &mut cmd).await?;
+    runtime::run("pg_basebackup", &mut cmd).await?;
     let clone = t.elapsed();
 
     // One server start (pg_ctl -w) of the primary after a clean stop.
-    let server = cluster.server(&root.name);
+    let server = cluster.server(&root.name)?;
     server.stop(StopMode::Fast).await?;
     let t = Instant::now();
     server.start().await?;

@@ -12,6 +12,7 @@ use crate::cluster::{Cluster, Options};
 use crate::drill::writer::{Writer, WriterOptions};
 use crate::error::{Error, Result, ResultExt};
 use crate::ops::{primary, wait};
+use crate::postgres::conn::Conn;
 use crate::postgres::queries;
 use crate::progress::{Progress, Silent};
 
@@ -174,8 +175,8 @@ async fn measure(
 }
 
 /// A checkpoint falling inside one run but not the other would skew the comparison.
-async fn checkpoint(c: &tokio_postgres::Client, node: &str) -> Result<()> {
-    c.batch_execute("CHECKPOINT")
+async fn checkpoint(c: &Conn, node: &str) -> Result<()> {
+    c.batch_execute_within("CHECKPOINT", crate::postgres::conn::SLOW_BOUND)
         .await
         .what(|| format!("cannot checkpoint {node}"))
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
@@ -15,7 +16,8 @@ use crate::observe::topology;
 use crate::ops::control;
 use crate::postgres::queries;
 use crate::progress::Progress;
-use crate::runtime::signals;
+use crate::runtime::Runtime;
+use crate::spec::NodeSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -144,7 +146,7 @@ pub struct Injected {
 impl Event {
     pub async fn inject(&self, ctx: &Ctx<'_>) -> Result<Injected> {
         let cluster = ctx.cluster;
-        let server = cluster.server(ctx.primary);
+        let server = cluster.server(ctx.primary)?;
         let mut detail = BTreeMap::new();
         let at;
         match *self {
@@ -153,7 +155,7 @@ impl Event {
                     .step(&format!("crashing {} (SIGKILL)", ctx.primary));
                 at = ctx.now();
                 let t = Instant::now();
-                server.crash().await?;
+                server.kill().await?;
                 // Until the killed postmaster is reaped: a restart must wait for it.
                 detail.insert("kill_ms".into(), ms(t.elapsed()));
                 ctx.progress
@@ -163,17 +165,26 @@ impl Event {
                 detail.insert("crash_recovery_ms".into(), ms(t.elapsed()));
             }
             Event::Freeze { duration } => {
-                let pid = server.pid().ok_or_else(|| not_running(ctx.primary))?;
+                if !server.is_running().await {
+                    return Err(not_running(ctx.primary));
+                }
                 ctx.progress.step(&format!(
                     "{} frozen (SIGSTOP) for {}",
                     ctx.primary,
                     humantime::format_duration(duration)
                 ));
                 // Thawed even if the drill is interrupted while it waits.
-                let _thaw = Thaw(pid);
+                let thaw = Thaw {
+                    runtime: cluster.runtime.clone(),
+                    node: server.node.clone(),
+                    thawed: false,
+                };
                 at = ctx.now();
-                signals::freeze(pid, true);
+                if !cluster.runtime.freeze(&server.node, true).await? {
+                    return Err(not_running(ctx.primary));
+                }
                 tokio::time::sleep(duration).await;
+                thaw.now().await?;
             }
             Event::SyncBlock { duration } => {
                 let blocked = sync_standbys(ctx).await?;
@@ -214,7 +225,7 @@ impl Event {
                 ));
                 at = ctx.now();
                 let t = Instant::now();
-                server.crash().await?;
+                server.kill().await?;
                 // Backends that were still committing in the meantime may have acknowledged:
                 // the run reports them as late acks.
                 detail.insert("kill_ms".into(), ms(t.elapsed()));
@@ -275,11 +286,34 @@ fn not_running(node: &str) -> Error {
     ))
 }
 
-struct Thaw(i32);
+/// Resumes a frozen node when the drill is done with it, or when it is dropped: an
+/// interrupted drill must not leave the primary frozen.
+struct Thaw {
+    runtime: Arc<dyn Runtime>,
+    node: NodeSpec,
+    thawed: bool,
+}
+
+impl Thaw {
+    async fn now(mut self) -> Result<()> {
+        let result = self.runtime.freeze(&self.node, false).await;
+        self.thawed = result.is_ok();
+        result.map(drop)
+    }
+}
 
 impl Drop for Thaw {
     fn drop(&mut self) {
-        signals::freeze(self.0, false);
+        if self.thawed {
+            return;
+        }
+        // Drop cannot await: a thread of its own drives the thaw to its end (blocking this
+        // one, which may be a worker of the async runtime, is what block_on forbids).
+        let (runtime, node) = (self.runtime.clone(), self.node.clone());
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || handle.block_on(runtime.freeze(&node, false))).join();
     }
 }
 

@@ -170,13 +170,12 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn convergence(cluster: &Cluster, primary: &str) -> Result<Convergence> {
     let p = cluster.connect(primary).await?;
     let target = queries::position(&p).await?.current_lsn.unwrap_or_default();
-    let running: Vec<&str> = cluster
-        .spec
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .filter(|n| cluster.server(n).is_running())
-        .collect();
+    let mut running: Vec<&str> = Vec::new();
+    for n in &cluster.spec.nodes {
+        if cluster.is_running(&n.name).await {
+            running.push(&n.name);
+        }
+    }
     let nodes = join_all(running.iter().map(|&n| node_rows(cluster, n, target))).await;
     let reference = nodes
         .iter()
@@ -228,7 +227,7 @@ async fn node_rows(cluster: &Cluster, node: &str, target: Lsn) -> NodeRows {
             out.rows = Some(r.get(0));
             out.checksum = Some(r.get(1));
         }
-        Err(e) => out.note = Some(crate::error::pg_message(&e)),
+        Err(e) => out.note = Some(e.to_string()),
     }
     out
 }

@@ -290,7 +290,7 @@ async fn sync_stall(cluster: &Cluster) -> Option<String> {
 async fn ready(cluster: &Cluster) -> Result<String> {
     let primary = topology::current_primary(cluster).await?;
     for n in &cluster.spec.nodes {
-        if !cluster.server(&n.name).is_running() {
+        if !cluster.is_running(&n.name).await {
             return Err(Error::Precondition(format!(
                 "{} is not running, so runs would not be comparable: start it (`pgrepl start {}`) or bring the cluster up (`pgrepl up`)",
                 n.name, n.name

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::postgres::conn::Conn;
 use futures::future::join_all;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::Client;
 
 use crate::cluster::Cluster;
 use crate::error::Result;
@@ -35,10 +35,10 @@ const BACKOFF: Duration = Duration::from_millis(200);
 struct NodeProbe {
     name: String,
     params: ConnParams,
-    client: Option<Client>,
+    client: Option<Conn>,
     /// A connection being opened in the background: connecting (SCRAM, a slow or frozen
     /// node) must not stall the sampling of the others.
-    connecting: Option<JoinHandle<Result<Client>>>,
+    connecting: Option<JoinHandle<Result<Conn>>>,
     retry_at: Instant,
 }
 

@@ -151,6 +151,7 @@ pub fn body<'a>(s: &'a Snapshot, n: &'a NodeStatus) -> NodeHealth<'a> {
             State::Running => "running",
             State::Stopped => "stopped",
             State::Unreachable => "unreachable",
+            State::NotAnswering => "not answering",
         },
         role: n.role.map(|r| match r {
             Role::Primary => "primary",

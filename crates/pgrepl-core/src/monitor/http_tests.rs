@@ -223,3 +223,24 @@ async fn node_ports_are_base_plus_index() {
     assert_eq!(ask(at(base + 1), "GET", "/primary").await.0, 503);
     assert_eq!(ask(at(base + 1), "GET", "/replica").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_primary_that_does_not_answer_fails_every_check_but_liveness() {
+    // A frozen postmaster still holds its port: the load balancer must stop sending it writes
+    // although nothing has failed over yet.
+    let mut s = snapshot();
+    s.status.nodes[0].state = State::NotAnswering;
+    let (a, tx) = start(None).await;
+    tx.send(Arc::new(s)).unwrap();
+    for check in ["primary", "read-write", "read-only", "health"] {
+        assert_eq!(
+            ask(a, "GET", &format!("/node/pg0/{check}")).await.0,
+            503,
+            "{check}"
+        );
+    }
+    assert_eq!(ask(a, "GET", "/node/pg0/liveness").await.0, 200);
+    let (_, body) = ask(a, "GET", "/node/pg0/primary").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["state"], "not answering");
+}

@@ -1,7 +1,7 @@
 //! Whether a node can stream from a server on a newer timeline, or has diverged from it: the
 //! node's end of WAL compared with the fork point in the server's timeline history.
 
-use tokio_postgres::Client;
+use crate::postgres::conn::Conn;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ pub struct History {
 }
 
 impl History {
-    pub async fn read(c: &Client, node: &str) -> Result<History> {
+    pub async fn read(c: &Conn, node: &str) -> Result<History> {
         let pos = queries::position(c).await?;
         let tli = pos
             .timeline
@@ -53,7 +53,7 @@ impl History {
 /// Where a running node's WAL ends. A standby is compared by its replay position: that is
 /// what PostgreSQL itself checks before following a new timeline (WAL received past it but
 /// not replayed is read from the new timeline's segments instead).
-pub async fn running_end(c: &Client) -> Result<Option<WalEnd>> {
+pub async fn running_end(c: &Conn) -> Result<Option<WalEnd>> {
     let pos = queries::position(c).await?;
     let end = if pos.in_recovery {
         pos.replay_lsn

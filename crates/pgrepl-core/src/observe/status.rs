@@ -14,8 +14,11 @@ use crate::postgres::Lsn;
 pub enum State {
     Running,
     Stopped,
-    /// The postmaster runs but does not answer (starting, frozen, or refusing us).
+    /// The postmaster runs but refuses us (starting up, shutting down, or a login error).
     Unreachable,
+    /// The postmaster runs but does not answer in time: frozen, or overloaded.
+    #[serde(rename = "not answering")]
+    NotAnswering,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,8 +126,11 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
         .iter()
         .zip(probes)
         .map(|(spec, p)| {
+            let client = cluster.runtime.client_endpoint(spec);
             let state = if !p.running {
                 State::Stopped
+            } else if p.not_answering {
+                State::NotAnswering
             } else if p.position.is_none() {
                 State::Unreachable
             } else {
@@ -138,13 +144,7 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
                     Role::Primary
                 }
             });
-            let upstream = pos.and_then(|x| {
-                let port = u16::try_from(x.sender_port?).ok()?;
-                cluster
-                    .spec
-                    .node_at(x.sender_host.as_deref()?, port)
-                    .map(|n| n.name.clone())
-            });
+            let upstream = pos.and_then(|x| cluster.sender(x)).map(|n| n.name.clone());
             let seen_by_upstream = upstream.as_ref().and_then(|u| {
                 let up = probes.iter().find(|q| &q.name == u)?;
                 up.downstreams
@@ -169,8 +169,8 @@ fn build(cluster: &Cluster, probes: &[Probe], history: Option<&History>) -> Clus
             };
             NodeStatus {
                 name: spec.name.clone(),
-                host: spec.host.to_string(),
-                port: spec.port,
+                host: client.host,
+                port: client.port,
                 state,
                 role,
                 timeline: p.timeline(),

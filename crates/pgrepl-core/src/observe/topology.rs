@@ -24,6 +24,8 @@ pub struct Probe {
     /// The node's timeline and its history: asked of a running node, read from a stopped
     /// node's pg_wal.
     pub path: Option<TimelinePath>,
+    /// Its postmaster runs but it did not answer in time: frozen or overloaded.
+    pub not_answering: bool,
     pub error: Option<String>,
 }
 
@@ -52,21 +54,33 @@ impl Probe {
     }
 }
 
+impl Probe {
+    fn failed(&mut self, e: Error) {
+        self.not_answering = matches!(e, Error::NotAnswering { .. });
+        self.error = Some(e.to_string());
+    }
+}
+
 pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
     let server = cluster.server(node);
+    let running = match &server {
+        Ok(s) => s.is_running().await,
+        Err(_) => false,
+    };
     let mut p = Probe {
         name: node.to_string(),
-        running: server.is_running(),
+        running,
         position: None,
         downstreams: Vec::new(),
         sync: None,
         control: None,
         wal_timeline: None,
         path: None,
+        not_answering: false,
         error: None,
     };
     if !p.running {
-        if server.exists() {
+        if let Some(server) = server.ok().filter(|s| s.exists()) {
             p.control = server.controldata().await.ok();
             p.wal_timeline = server.newest_wal_timeline();
             p.path = timeline::path_on_disk(&server.data);
@@ -76,7 +90,7 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
     let client = match cluster.connect(node).await {
         Ok(c) => c,
         Err(e) => {
-            p.error = Some(e.to_string());
+            p.failed(e);
             return p;
         }
     };
@@ -90,7 +104,11 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
             }
             p.position = Some(pos);
         }
-        Err(e) => p.error = Some(e.to_string()),
+        Err(e) => {
+            // Every further question would wait out its bound as well.
+            p.failed(e);
+            return p;
+        }
     }
     p.downstreams = queries::downstreams(&client).await.unwrap_or_default();
     if p.is_primary() {
@@ -128,8 +146,18 @@ pub async fn current_primary(cluster: &Cluster) -> Result<String> {
         .filter(|p| p.is_primary())
         .map(|p| p.name.as_str())
         .collect();
+    let silent: Vec<&str> = probes
+        .iter()
+        .filter(|p| p.not_answering)
+        .map(|p| p.name.as_str())
+        .collect();
     match primaries.as_slice() {
         [one] => Ok(one.to_string()),
+        [] if !silent.is_empty() => Err(Error::Precondition(format!(
+            "no primary answers, and {} {} not answering (frozen, or overloaded): wait for it, or fail over with `pgrepl failover`",
+            silent.join(" and "),
+            if silent.len() > 1 { "are" } else { "is" }
+        ))),
         [] => Err(Error::Precondition(format!(
             "cluster '{}' has no running primary: start it (`pgrepl start {}`) or promote a standby (`pgrepl promote NODE`)",
             cluster.name(),

@@ -4,14 +4,16 @@
 use futures::future::try_join_all;
 
 use crate::cluster::Cluster;
-use crate::error::{Error, Result, ResultExt};
+use crate::cluster_dir::{self, PurgePlan};
+use crate::error::{Error, Result};
+use crate::node;
 use crate::ops::{standby, Outcome};
-use crate::postgres::server::StopMode;
 use crate::progress::Progress;
+use crate::runtime::StopMode;
 
 pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
     let spec = cluster.node(node)?;
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     if !server.exists() {
         return Err(Error::Precondition(format!(
             "'{node}' has no data directory yet: create it with `pgrepl up`{}",
@@ -24,10 +26,14 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
                 .unwrap_or_default()
         )));
     }
-    if server.is_running() {
+    if server.is_running().await {
         return Ok(Outcome::AlreadyDone(format!("{node} is already running")));
     }
-    standby::check_port_free(spec)?;
+    cluster.runtime.preflight(spec)?;
+    cluster
+        .runtime
+        .prepare(&cluster.spec.nodes, progress)
+        .await?;
     progress.step(&format!("starting {node}"));
     server.start().await?;
     if server.data.join("standby.signal").exists() {
@@ -45,9 +51,8 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
 }
 
 pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
-    cluster.node(node)?;
-    let server = cluster.server(node);
-    if !server.is_running() {
+    let server = cluster.server(node)?;
+    if !server.is_running().await {
         return Ok(Outcome::AlreadyDone(format!("{node} is already stopped")));
     }
     progress.step(&format!("stopping {node}"));
@@ -56,8 +61,7 @@ pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
 }
 
 pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
-    cluster.node(node)?;
-    if cluster.server(node).crash().await? {
+    if cluster.server(node)?.kill().await? {
         Ok(Outcome::Done(format!(
             "{node} killed (SIGKILL of the postmaster and all its backends)"
         )))
@@ -66,72 +70,113 @@ pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
     }
 }
 
-/// Stops every running node, in parallel.
-pub async fn down(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcome>> {
-    try_join_all(
+/// Stops every running node, in parallel, then removes what the runtime made for them
+/// (`purge`: for good, the data goes too).
+pub async fn down(cluster: &Cluster, purge: bool, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+    let mut outcomes = try_join_all(
         cluster
             .spec
             .nodes
             .iter()
             .map(|n| stop(cluster, &n.name, progress)),
     )
-    .await
+    .await?;
+    let removed = cluster.runtime.teardown(&cluster.spec.nodes, purge).await?;
+    outcomes.extend(removed.into_iter().map(Outcome::Done));
+    Ok(outcomes)
 }
 
-/// What `down --purge` would delete, for the confirmation prompt.
-pub fn purge_summary(cluster: &Cluster) -> Option<String> {
-    if !cluster.dir.exists() {
-        return None;
-    }
+fn purge_plan(cluster: &Cluster) -> Result<Option<PurgePlan>> {
+    let nodes: Vec<&str> = cluster.spec.nodes.iter().map(|n| n.name.as_str()).collect();
+    cluster_dir::purge_plan(&cluster.dir, cluster.name(), &nodes)
+}
+
+/// What `down --purge` would delete, for the confirmation prompt; None when there is
+/// nothing.
+pub fn purge_summary(cluster: &Cluster) -> Result<Option<String>> {
+    let Some(plan) = purge_plan(cluster)? else {
+        return Ok(None);
+    };
     let nodes: Vec<&str> = cluster
         .spec
         .nodes
         .iter()
-        .filter(|n| cluster.server(&n.name).exists())
+        .filter(|n| node::has_data(&cluster.data_dir(&n.name)))
         .map(|n| n.name.as_str())
         .collect();
-    Some(format!(
-        "this deletes cluster '{}' for good: {} ({} MB, data of {}), its logs and its passwords",
+    let size: u64 = plan.delete.iter().map(|p| dir_size(p)).sum();
+    Ok(Some(format!(
+        "this deletes cluster '{}' for good: what pgrepl created in {} ({} MB, data of {}), its logs and its passwords{}",
         cluster.name(),
         cluster.dir.display(),
-        dir_size(&cluster.dir) / (1024 * 1024),
+        size / (1024 * 1024),
         if nodes.is_empty() {
             "no node".to_string()
         } else {
             nodes.join(", ")
-        }
-    ))
+        },
+        foreign_note(&plan)
+    )))
 }
 
-/// Deletes the cluster's directory. Nodes must be stopped first.
-pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
-    if let Some(n) = cluster
-        .spec
-        .nodes
-        .iter()
-        .find(|n| cluster.server(&n.name).is_running())
-    {
-        return Err(Error::Precondition(format!(
-            "'{}' is still running: stop it first",
-            n.name
-        )));
+fn foreign_note(plan: &PurgePlan) -> String {
+    if plan.foreign.is_empty() {
+        return String::new();
     }
-    if !cluster.dir.exists() {
+    format!(
+        "; files pgrepl did not create are kept ({})",
+        names(&plan.foreign)
+    )
+}
+
+fn names(paths: &[std::path::PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
+/// Deletes what pgrepl created in the cluster's directory, and the directory when nothing
+/// else is in it and pgrepl created it. Nodes must be stopped first.
+pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
+    for n in &cluster.spec.nodes {
+        if cluster.is_running(&n.name).await {
+            return Err(Error::Precondition(format!(
+                "'{}' is still running: stop it first",
+                n.name
+            )));
+        }
+    }
+    let Some(plan) = purge_plan(cluster)? else {
         return Ok(Outcome::AlreadyDone(format!(
             "cluster '{}' has no data to purge",
             cluster.name()
         )));
+    };
+    let dir = &cluster.dir;
+    if !cluster_dir::purge(dir, &plan)? {
+        return Ok(Outcome::Done(if plan.foreign.is_empty() {
+            format!(
+                "deleted what pgrepl created in {}; kept the directory itself, which pgrepl did not create",
+                dir.display()
+            )
+        } else {
+            format!(
+                "deleted what pgrepl created in {}; kept the directory and what pgrepl did not create in it: {}",
+                dir.display(),
+                names(&plan.foreign)
+            )
+        }));
     }
-    std::fs::remove_dir_all(&cluster.dir)
-        .what(|| format!("cannot delete {}", cluster.dir.display()))?;
     // The default `.pgrepl/` holder goes too once it holds no other cluster.
-    if let Some(parent) = cluster.dir.parent().filter(|p| p.ends_with(".pgrepl")) {
+    if let Some(parent) = dir.parent().filter(|p| p.ends_with(".pgrepl")) {
         let _ = std::fs::remove_dir(parent);
     }
-    Ok(Outcome::Done(format!("deleted {}", cluster.dir.display())))
+    Ok(Outcome::Done(format!("deleted {}", dir.display())))
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
+    if p.is_file() {
+        return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    }
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -173,12 +173,20 @@ pub async fn failover(
         .collect();
 
     let mut lines = Vec::new();
-    let old_running = probes.iter().any(|p| p.name == old && p.running);
-    if old_running {
-        // The fence notes how it went: a fast shutdown sends the standbys all it wrote.
-        promote::fence(cluster, &[old.as_str()], progress).await?;
-    } else {
+    // A node that runs but does not answer (frozen) may be a primary that wakes up later:
+    // it is fenced too. The fence notes how it went: a fast shutdown sends the standbys all
+    // it wrote; what does not stop in time is killed.
+    let mut fenced: Vec<&str> = promote::other_primaries(&probes, "")
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    if fenced.is_empty() && probes.iter().any(|p| p.name == old && p.running) {
+        fenced.push(old.as_str());
+    }
+    if fenced.is_empty() {
         lines.push(format!("the old primary {old} is down"));
+    } else {
+        promote::fence(cluster, &fenced, progress).await?;
     }
 
     // Positions once nothing more can arrive.
@@ -231,7 +239,7 @@ pub async fn failover(
         promoted.took.as_secs_f64()
     ));
 
-    let old_port = cluster.node(&old)?.port;
+    cluster.node(&old)?;
     let others: Vec<String> = candidates
         .iter()
         .map(|c| c.name.clone())
@@ -241,7 +249,7 @@ pub async fn failover(
                 &p.name == n
                     && p.position
                         .as_ref()
-                        .is_some_and(|x| x.sender_port == Some(i32::from(old_port)))
+                        .is_some_and(|x| cluster.streams_from(x, &old))
             });
             followed_old
                 || cluster

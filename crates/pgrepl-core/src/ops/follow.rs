@@ -43,7 +43,6 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
             "{node} is the primary in the cluster file: it follows nobody"
         )));
     };
-    let up_spec = cluster.node(&upstream)?.clone();
     let up = cluster.connect(&upstream).await.map_err(|e| {
         Error::Precondition(format!(
             "{node} cannot follow {upstream}: {upstream} is not reachable ({e}); start it with `pgrepl start {upstream}`"
@@ -51,9 +50,9 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
     })?;
     let history = History::read(&up, &upstream).await?;
     let slot = spec.slot_or_default();
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
 
-    if !server.is_running() {
+    if !server.is_running().await {
         if !server.exists() {
             return Err(Error::Precondition(format!(
                 "{node} has no data directory: create it with `pgrepl standby add {node} --slot {slot} --upstream {upstream}`"
@@ -85,7 +84,7 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
             "{node} is a primary, not a standby: to make it follow {upstream} use `pgrepl rejoin {node} --upstream {upstream}`"
         )));
     }
-    let from_upstream = pos.sender_port == Some(i32::from(up_spec.port));
+    let from_upstream = cluster.streams_from(&pos, &upstream);
     if from_upstream
         && pos.receiver_status.as_deref() == Some("streaming")
         && pos.slot_name.as_deref() == Some(slot.as_str())
@@ -99,20 +98,14 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
             return Err(Error::Precondition(why));
         }
     }
-    let previous = pos.sender_port.and_then(|port| {
-        let host = pos.sender_host.as_deref()?;
-        cluster
-            .spec
-            .node_at(host, u16::try_from(port).ok()?)
-            .map(|n| n.name.clone())
-    });
+    let previous = cluster.sender(&pos).map(|n| n.name.clone());
 
     progress.step(&format!("repointing {node} to {upstream}"));
     queries::ensure_slot(&up, &slot).await?;
     config::write_node_files(cluster, &spec, &server.data)?;
     if pos.server_version_num < 130000 {
         // Before 13 primary_conninfo needs a restart.
-        server.stop(crate::postgres::server::StopMode::Fast).await?;
+        server.stop(crate::runtime::StopMode::Fast).await?;
         server.start().await?;
     } else {
         c.execute("SELECT pg_reload_conf()", &[])
@@ -132,18 +125,17 @@ pub async fn repoint(cluster: &Cluster, node: &str, progress: &dyn Progress) -> 
 /// upstream's timeline (it went past the fork point) or why else.
 async fn wait_following(cluster: &Cluster, node: &str, upstream: &str) -> Result<()> {
     let up = cluster.node(upstream)?;
-    standby::wait_streaming_from(cluster, node, Some(up), FOLLOW_TIMEOUT)
-        .await
-        .map_err(|e| {
-            let log = crate::postgres::server::tail(&cluster.log_file(node), 20);
-            if log.contains("forked off") {
-                Error::Precondition(format!(
-                    "{node} cannot follow {upstream}: it has replayed WAL past the point where {upstream}'s timeline forked off (its log: \"forked off ... before current recovery point\"); rejoin it with `pgrepl rejoin {node} --upstream {upstream}`"
-                ))
-            } else {
-                e
-            }
-        })
+    let Err(e) = standby::wait_streaming_from(cluster, node, Some(up), FOLLOW_TIMEOUT).await else {
+        return Ok(());
+    };
+    let log = cluster.server(node)?.log_tail(20).await;
+    Err(if log.contains("forked off") {
+        Error::Precondition(format!(
+            "{node} cannot follow {upstream}: it has replayed WAL past the point where {upstream}'s timeline forked off (its log: \"forked off ... before current recovery point\"); rejoin it with `pgrepl rejoin {node} --upstream {upstream}`"
+        ))
+    } else {
+        e
+    })
 }
 
 /// A slot left on the node a standby no longer streams from would hold WAL there forever.

@@ -3,9 +3,10 @@
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::ops::{config, Outcome};
-use crate::postgres::queries;
+use crate::postgres::conn::Conn;
+use crate::postgres::{queries, quote};
 use crate::progress::Progress;
-use crate::secrets::{self, Secrets};
+use crate::secrets::Secrets;
 
 /// Initializes `node` as the primary: initdb (checksums on) when there is no data yet, the
 /// replication settings, the replication role with a generated password, pg_hba limited to
@@ -18,7 +19,7 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
             cluster.spec.root().name
         )));
     }
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     let mut done = Vec::new();
 
     if !server.exists() {
@@ -28,15 +29,13 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
                 Some(s) => s,
                 None => Secrets::generate(),
             };
-        secrets.write(
-            &cluster.passfile(),
-            &cluster.hosts(),
-            &cluster.spec.cluster.replication_user,
-            &cluster.runner,
-        )?;
+        cluster.write_passfile(&secrets)?;
         progress.step(&format!("initdb {node}"));
         let pwfile = cluster.dir.join(".initdb-pw");
-        secrets::write_private(&pwfile, &secrets.superuser, &cluster.runner)?;
+        cluster.write_file(&pwfile, &secrets.superuser)?;
+        // Made by us for the OS user: the cluster directory may be one pgrepl took over and
+        // left as it was, where that user cannot create directories.
+        cluster.create_private_dir(&server.data)?;
         let res = server.initdb(&pwfile).await;
         let _ = std::fs::remove_file(&pwfile);
         res?;
@@ -46,13 +45,16 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
             &config::cluster_conf(cluster),
         )?;
         cluster.write_file(&server.data.join("pg_hba.conf"), &config::pg_hba(cluster))?;
+        if let Some(ident) = config::pg_ident(cluster) {
+            cluster.write_file(&server.data.join("pg_ident.conf"), &ident)?;
+        }
         config::write_node_files(cluster, spec, &server.data)?;
         done.push(format!(
             "initialized {} (data checksums on)",
             server.data.display()
         ));
     }
-    if !server.is_running() {
+    if !server.is_running().await {
         progress.step(&format!("starting {node}"));
         server.start().await?;
         done.push("started it".into());
@@ -76,15 +78,7 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
         .what(|| "cannot look up the replication role".into())?
         .get(0);
     if !exists {
-        // The verifier is computed here: the plain password never travels in SQL, so it
-        // cannot end up in a server log.
-        let verifier = postgres_protocol::password::scram_sha_256(secrets.replication.as_bytes());
-        client
-            .batch_execute(&format!(
-                "CREATE ROLE \"{user}\" WITH REPLICATION LOGIN PASSWORD '{verifier}'"
-            ))
-            .await
-            .what(|| format!("cannot create role {user}"))?;
+        create_role(cluster, &client, user, &secrets.replication).await?;
         done.push(format!(
             "created role {user} (SCRAM-SHA-256, password in {})",
             cluster.passfile().display()
@@ -106,4 +100,25 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
     } else {
         Outcome::Done(format!("{node}: {}", done.join("; ")))
     })
+}
+
+/// Creates the replication role from a SCRAM verifier computed here, so the plain password
+/// never travels. Nor does the verifier (it would let anyone who reads it attack the
+/// password offline): the server reads it from a private file, and the statement that is
+/// sent, which client and server logs may show, holds only that file's path.
+async fn create_role(cluster: &Cluster, client: &Conn, user: &str, password: &str) -> Result<()> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let file = cluster.dir.join(".role-verifier");
+    cluster.write_file(&file, &verifier)?;
+    let sql = format!(
+        "DO $pgrepl$ BEGIN EXECUTE format('CREATE ROLE %I WITH REPLICATION LOGIN PASSWORD %L', {}, pg_read_file({})); END $pgrepl$",
+        quote::literal(user),
+        quote::literal(&file.to_string_lossy())
+    );
+    let res = client
+        .batch_execute(&sql)
+        .await
+        .what(|| format!("cannot create role {user}"));
+    let _ = std::fs::remove_file(&file);
+    res
 }

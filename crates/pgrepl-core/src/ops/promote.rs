@@ -3,15 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use crate::postgres::conn::Conn;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::topology::{self, Probe};
 use crate::ops::{sync, wait, Outcome};
 use crate::postgres::queries;
-use crate::postgres::server::StopMode;
 use crate::progress::Progress;
+use crate::runtime::StopMode;
 
 /// How long a promotion may take before we call it failed.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,7 +26,7 @@ pub struct Promoted {
 /// Promotes the standby behind `c` and returns once it accepts writes. pg_promote(wait =>
 /// true) checks only every 100 ms; asking pg_is_in_recovery() ourselves shortens the write
 /// gap of a switchover.
-pub async fn promote_now(c: &Client, node: &str) -> Result<Promoted> {
+pub async fn promote_now(c: &Conn, node: &str) -> Result<Promoted> {
     let started = Instant::now();
     c.execute("SELECT pg_promote(wait => false)", &[])
         .await
@@ -69,18 +69,22 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -> Result<()> {
     for n in nodes {
         progress.step(&format!("fencing {n} (fast shutdown)"));
-        let server = cluster.server(n);
+        let server = cluster.server(n)?;
+        if !server.is_running().await {
+            progress.note(&format!("fenced {n}: it had stopped"));
+            continue;
+        }
         match tokio::time::timeout(FENCE_TIMEOUT, server.stop(StopMode::Fast)).await {
             Ok(Ok(())) => progress.note(&format!("fenced {n}: stopped it (fast shutdown)")),
-            Ok(Err(e)) if server.is_running() => {
-                server.crash().await?;
+            Ok(Err(e)) if server.is_running().await => {
+                server.kill().await?;
                 progress.note(&format!(
                     "fenced {n}: a fast shutdown failed ({e}), so it was killed"
                 ));
             }
             Ok(Err(_)) => progress.note(&format!("fenced {n}: it had stopped")),
             Err(_) => {
-                server.crash().await?;
+                server.kill().await?;
                 progress.note(&format!(
                     "fenced {n}: it did not shut down within {} s, so it was killed",
                     FENCE_TIMEOUT.as_secs()

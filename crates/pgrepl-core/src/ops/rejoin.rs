@@ -17,10 +17,10 @@ use crate::error::{Error, Result, ResultExt};
 use crate::observe::lineage::{self, History, WalEnd};
 use crate::observe::topology;
 use crate::ops::{config, follow, standby, wait, Outcome};
-use crate::postgres::server::StopMode;
 use crate::postgres::timeline::{self, Lineage, TimelinePath};
 use crate::postgres::{queries, Lsn};
 use crate::progress::Progress;
+use crate::runtime::StopMode;
 use crate::secrets::SUPERUSER;
 use crate::spec::NodeSpec;
 
@@ -116,7 +116,7 @@ pub async fn rejoin(
 
     let journal = journal_path(cluster, node);
     wait_for_leftovers(cluster, node, progress).await?;
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     if !server.exists() && !reclone {
         return Err(Error::Precondition(format!(
             "{node} has no data directory: re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`"
@@ -145,9 +145,9 @@ async fn rejoin_inner(
 ) -> Result<Outcome> {
     let upstream = history.node.as_str();
     let spec = cluster.node(node)?.clone();
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
 
-    if server.is_running() {
+    if server.is_running().await {
         let c = cluster.connect(node).await?;
         let pos = queries::position(&c).await?;
         if pos.in_recovery && !reclone {
@@ -206,7 +206,7 @@ async fn rejoin_inner(
     let tli = end
         .as_ref()
         .map(WalEnd::tli)
-        .or_else(|| newest_segment_timeline(&server.data))
+        .or_else(|| server.newest_wal_timeline())
         .or(control.checkpoint_timeline)
         .unwrap_or(1);
     // After a crash the end of WAL is unknown: compare as if it went on for ever, so that any
@@ -244,7 +244,7 @@ async fn rejoin_inner(
 
     // What the rewind will throw away, read before crash recovery adds its own checkpoint.
     let discarded = match fork {
-        Some(fork) => Some(discarded_wal(cluster, &server.data, tli, fork).await),
+        Some(fork) => Some(discarded_wal(cluster, &spec, &server.data, tli, fork).await),
         None => None,
     };
     if !clean {
@@ -275,7 +275,7 @@ async fn rejoin_inner(
     cluster
         .connect(upstream)
         .await?
-        .batch_execute("CHECKPOINT")
+        .batch_execute_within("CHECKPOINT", crate::postgres::conn::SLOW_BOUND)
         .await
         .what(|| format!("cannot checkpoint {upstream}"))?;
 
@@ -301,7 +301,7 @@ async fn finish(
     let node = spec.name.as_str();
     let upstream = spec.upstream.as_deref().expect("set_upstream gave it one");
     let slot = spec.slot_or_default();
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     // pg_rewind copied the upstream's settings (its port, its primary_conninfo): ours replace
     // them, and a copied postmaster.opts would mislead pg_ctl.
     config::write_node_files(cluster, spec, &server.data)?;
@@ -309,7 +309,6 @@ async fn finish(
     let up = cluster.connect(upstream).await?;
     queries::ensure_slot(&up, &slot).await?;
     progress.step(&format!("starting {node} as a standby of {upstream}"));
-    server.remove_stale_pidfile();
     server.start().await?;
     standby::wait_streaming_from(
         cluster,
@@ -409,11 +408,12 @@ async fn rewind(
     journal: &Path,
     progress: &dyn Progress,
 ) -> Result<RewindReport> {
+    let spec = cluster.node(node)?;
     let conninfo = format!(
         "{} dbname=postgres",
-        cluster.conninfo(cluster.node(upstream)?, SUPERUSER, "pgrepl_rewind")
+        cluster.tool_conninfo(spec, cluster.node(upstream)?, SUPERUSER, "pgrepl_rewind")
     );
-    let mut cmd = cluster.runner.command(cluster.pg.program("pg_rewind"));
+    let mut cmd = cluster.runtime.command(spec, "pg_rewind");
     cmd.arg("-D")
         .arg(cluster.data_dir(node))
         .arg(format!("--source-server={conninfo}"))
@@ -508,7 +508,8 @@ async fn run_detached(
 /// that). Single-user mode refuses standby.signal; the spec's files are written afterwards.
 async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<()> {
     let data = cluster.data_dir(node);
-    cluster.server(node).remove_stale_pidfile();
+    let spec = cluster.node(node)?;
+    cluster.runtime.clear_stale_lock(spec).await?;
     for signal in ["standby.signal", "recovery.signal"] {
         let p = data.join(signal);
         if p.exists() {
@@ -516,7 +517,7 @@ async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) 
         }
     }
     progress.step(&format!("crash recovery of {node} (single-user mode)"));
-    let mut cmd = cluster.runner.command(cluster.pg.program("postgres"));
+    let mut cmd = cluster.runtime.command(spec, "postgres");
     cmd.args(["--single", "-F", "-c", "exit_on_error=false", "-D"])
         .arg(&data)
         .arg("template1");
@@ -536,14 +537,20 @@ async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) 
 /// Reads the old timeline's WAL past the fork point with pg_waldump: how much there is and
 /// how many transactions and row changes it holds. Best effort: on failure only the bytes
 /// (from the control file) are known.
-async fn discarded_wal(cluster: &Cluster, data: &Path, tli: u32, fork: Lsn) -> Discarded {
+async fn discarded_wal(
+    cluster: &Cluster,
+    node: &NodeSpec,
+    data: &Path,
+    tli: u32,
+    fork: Lsn,
+) -> Discarded {
     let mut d = Discarded {
         tli,
         fork,
         end: fork,
         ..Default::default()
     };
-    let mut cmd = cluster.runner.command(cluster.pg.program("pg_waldump"));
+    let mut cmd = cluster.runtime.command(node, "pg_waldump");
     cmd.arg("-p")
         .arg(data.join("pg_wal"))
         .args(["-t", &tli.to_string(), "-s", &fork.to_string()]);
@@ -625,21 +632,11 @@ impl WaldumpSummary {
     }
 }
 
-/// The newest timeline among the segment files in a stopped node's pg_wal.
-fn newest_segment_timeline(data: &Path) -> Option<u32> {
-    std::fs::read_dir(data.join("pg_wal"))
-        .ok()?
-        .flatten()
-        .filter_map(|e| timeline::segment_timeline(e.file_name().to_str()?))
-        .max()
-}
-
 /// Processes a killed rejoin left behind on this data directory (pg_rewind, or a single-user
 /// crash recovery): they finish on their own; wait for them rather than race them.
 async fn wait_for_leftovers(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<()> {
-    let data = cluster.data_dir(node);
-    let data = data.to_string_lossy().to_string();
-    let busy = || leftover_processes(&data);
+    let spec = cluster.node(node)?;
+    let busy = || cluster.runtime.busy_tools(spec);
     if busy().is_empty() {
         return Ok(());
     }
@@ -655,30 +652,9 @@ async fn wait_for_leftovers(cluster: &Cluster, node: &str, progress: &dyn Progre
     .await
 }
 
-fn leftover_processes(data: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).to_string())
-                .collect();
-            let ours = args.iter().any(|a| a == data);
-            let program = args.first().map(String::as_str).unwrap_or("");
-            ours && (program.ends_with("pg_rewind") || args.iter().any(|a| a == "--single"))
-        })
-        .collect()
-}
-
 /// Moves the data directory aside (kept, never deleted) and takes a fresh clone.
 async fn reclone_node(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     let mut kept = None;
     if server.exists() {
         let stamp = std::time::SystemTime::now()

@@ -1,13 +1,14 @@
 //! `pgrepl sql NODE "SQL" --timeout`: run a statement; when it does not finish in time, find
 //! out what it was waiting on, cancel it, and report everything the server said.
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::cluster::Cluster;
+pub use crate::error::Blocked;
 use crate::error::{pg_message, Error, Result, ResultExt};
+use crate::postgres::conn::Conn;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SqlOutput {
@@ -19,43 +20,6 @@ pub struct SqlOutput {
     pub notices: Vec<String>,
 }
 
-/// A statement that did not finish in time, and what we learned about why.
-#[derive(Debug, Clone)]
-pub struct Blocked {
-    pub node: String,
-    pub after: Duration,
-    pub wait_event_type: Option<String>,
-    pub wait_event: Option<String>,
-    /// A plain-language account of the wait, where we can give one.
-    pub explanation: Option<String>,
-    /// What the server said when the statement was cancelled.
-    pub notices: Vec<String>,
-    pub cancel_result: String,
-}
-
-impl fmt::Display for Blocked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let wait = match (&self.wait_event_type, &self.wait_event) {
-            (Some(t), Some(e)) => format!("{t}:{e}"),
-            (None, Some(e)) => e.clone(),
-            _ => "nothing (it was running)".into(),
-        };
-        write!(
-            f,
-            "the statement on {} did not finish within {} and was cancelled; it was waiting on {wait}",
-            self.node,
-            humantime::format_duration(self.after)
-        )?;
-        if let Some(x) = &self.explanation {
-            write!(f, "\n{x}")?;
-        }
-        for n in &self.notices {
-            write!(f, "\nPostgreSQL said after the cancel: {n}")?;
-        }
-        write!(f, "\nafter the cancel: {}", self.cancel_result)
-    }
-}
-
 pub async fn run(
     cluster: &Cluster,
     node: &str,
@@ -63,14 +27,15 @@ pub async fn run(
     timeout: Option<Duration>,
 ) -> Result<SqlOutput> {
     let mut session = cluster.connect_session(node).await?;
-    let client = &session.client;
-    let pid: i32 = client
+    let conn = &session.conn;
+    let pid: i32 = conn
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .what(|| "cannot read the backend pid".into())?
         .get(0);
-    let cancel = client.cancel_token();
-    let fut = client.simple_query(sql);
+    let cancel = conn.cancel_token();
+    // The user's statement may rightly run long: only --timeout bounds it.
+    let fut = conn.unbounded().simple_query(sql);
     tokio::pin!(fut);
     let result = match timeout {
         None => fut.await,
@@ -163,6 +128,6 @@ async fn diagnose(
 }
 
 /// Why a commit waits for synchronous replication, in words a student can follow.
-pub async fn explain_syncrep(cluster: &Cluster, c: &tokio_postgres::Client, node: &str) -> String {
+pub async fn explain_syncrep(cluster: &Cluster, c: &Conn, node: &str) -> String {
     crate::ops::sync::explain_wait(cluster, c, node).await
 }

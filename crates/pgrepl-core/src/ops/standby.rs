@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
+use crate::node;
 use crate::ops::{config, Outcome};
 use crate::postgres::queries;
 use crate::progress::Progress;
+use crate::runtime;
 use crate::spec::NodeSpec;
 
 /// How long a standby may take from start to streaming.
@@ -21,9 +23,9 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
             "'{node}' has no upstream in the cluster file: it is the primary, it cannot be cloned"
         )));
     };
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     if server.exists() {
-        if !server.is_running() {
+        if !server.is_running().await {
             progress.step(&format!("starting {node}"));
             server.start().await?;
             wait_streaming(cluster, node).await?;
@@ -36,7 +38,7 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
             "{node} is already streaming from {upstream}"
         )));
     }
-    check_port_free(&spec)?;
+    cluster.runtime.preflight(&spec)?;
 
     let up = cluster.connect(&upstream).await.map_err(|e| {
         Error::Precondition(format!("cannot clone {node}: its upstream '{upstream}' is not reachable ({e}); start it with `pgrepl start {upstream}`"))
@@ -53,15 +55,19 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         std::fs::remove_dir_all(&staging)
             .what(|| format!("cannot remove the stale {}", staging.display()))?;
     }
+    // Made by us for the OS user, who may not create directories in a cluster directory
+    // pgrepl took over.
+    cluster.create_private_dir(&staging)?;
     progress.step(&format!("pg_basebackup {node} from {upstream}"));
     let up_spec = cluster.node(&upstream)?;
-    let mut cmd = cluster.runner.command(cluster.pg.program("pg_basebackup"));
+    let mut cmd = cluster.runtime.command(&spec, "pg_basebackup");
     cmd.arg("-D")
         .arg(&staging)
         .args(["-X", "stream", "-c", "fast"])
         .arg(format!(
             "--dbname={}",
-            cluster.conninfo(
+            cluster.tool_conninfo(
+                &spec,
                 up_spec,
                 &cluster.spec.cluster.replication_user,
                 &format!("pgrepl_clone_{node}")
@@ -70,18 +76,14 @@ pub async fn clone(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     if let Some(slot) = &spec.slot {
         cmd.args(["-S", slot]);
     }
-    cluster
-        .runner
-        .run(
-            &format!("pg_basebackup of {node} from {upstream}"),
-            &mut cmd,
-        )
-        .await?;
+    runtime::run(
+        &format!("pg_basebackup of {node} from {upstream}"),
+        &mut cmd,
+    )
+    .await?;
     // Settings copied from the upstream (port, who to follow) are replaced by this node's.
+    // (pg_basebackup leaves out the upstream's lock file and postmaster.opts.)
     config::write_node_files(cluster, &spec, &staging)?;
-    for stale in ["postmaster.pid", "postmaster.opts"] {
-        let _ = std::fs::remove_file(staging.join(stale));
-    }
     std::fs::rename(&staging, &server.data)
         .what(|| format!("cannot move the clone to {}", server.data.display()))?;
 
@@ -139,7 +141,7 @@ pub async fn add(
                 "'{node}' is the primary in the cluster file: it cannot be added as a standby"
             )));
         }
-        if cluster.server(node).exists()
+        if node::has_data(&cluster.data_dir(node))
             && (n.upstream.as_deref() != Some(&upstream)
                 || n.slot.as_deref() != Some(slot)
                 || application_name.is_some_and(|a| a != n.application_name()))
@@ -157,6 +159,7 @@ pub async fn add(
         }
     }
     spec.validate()?;
+    cluster.runtime.prepare(&spec.nodes, progress).await?;
     let previous = cluster.swap_spec(spec);
     let result = clone(cluster, node, progress).await;
     cluster.settle_spec(previous, result)
@@ -180,7 +183,7 @@ pub async fn wait_streaming_from(
     upstream: Option<&NodeSpec>,
     timeout: Duration,
 ) -> Result<()> {
-    let server = cluster.server(node);
+    let server = cluster.server(node)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut client = None;
     loop {
@@ -191,7 +194,7 @@ pub async fn wait_streaming_from(
             match queries::position(c).await {
                 Ok(p)
                     if p.receiver_status.as_deref() == Some("streaming")
-                        && upstream.is_none_or(|u| p.sender_port == Some(i32::from(u.port))) =>
+                        && upstream.is_none_or(|u| cluster.streams_from(&p, &u.name)) =>
                 {
                     return Ok(())
                 }
@@ -207,35 +210,11 @@ pub async fn wait_streaming_from(
                 ),
                 detail: format!(
                     "--- last lines of {} ---\n{}",
-                    server.log.display(),
-                    crate::postgres::server::tail(&server.log, 10)
+                    cluster.log_file(node).display(),
+                    server.log_tail(10).await
                 ),
             });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The first base port at or after `from` with `count` free consecutive ports, below the
-/// kernel's ephemeral range: a suggestion when the asked-for ports are taken.
-pub fn free_base_port(host: std::net::IpAddr, from: u16, count: u16) -> Option<u16> {
-    (from..32768u16.saturating_sub(count))
-        .step_by(10)
-        .find(|b| (0..count).all(|i| std::net::TcpListener::bind((host, b + i)).is_ok()))
-}
-
-/// A port that something else listens on makes the start fail later: say it now.
-pub fn check_port_free(node: &NodeSpec) -> Result<()> {
-    match std::net::TcpListener::bind((node.host, node.port)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Invalid(format!(
-            "port {} of node '{}' is already in use by another program: choose another port in the cluster file (or `pgrepl init --force --base-port P`)",
-            node.port, node.name
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(Error::Invalid(format!(
-            "node '{}' has host {}, which is not an address of this machine: use 127.0.0.1 (or an address of this machine) in the cluster file",
-            node.name, node.host
-        ))),
-        Err(_) => Ok(()),
     }
 }

@@ -6,8 +6,6 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -15,7 +13,7 @@ use crate::observe::topology::{self, Probe};
 use crate::ops::{config, follow, promote, standby, sync, wait, Outcome};
 use crate::postgres::{queries, Lsn};
 use crate::progress::Progress;
-use crate::runtime::signals;
+use crate::runtime::StopMode;
 
 /// How long the target may take to replay the old primary's last WAL.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,11 +62,9 @@ pub async fn switchover(
             "{target} is already the primary: nothing to do"
         )));
     }
-    let old_spec = cluster.node(&old)?.clone();
     let t = probes.iter().find(|p| p.name == target).expect("probed");
     let streaming_from_old = t.position.as_ref().is_some_and(|p| {
-        p.receiver_status.as_deref() == Some("streaming")
-            && p.sender_port == Some(i32::from(old_spec.port))
+        p.receiver_status.as_deref() == Some("streaming") && cluster.streams_from(p, &old)
     });
     if !t.is_standby() || !streaming_from_old {
         return Err(Error::Precondition(format!(
@@ -83,7 +79,7 @@ pub async fn switchover(
         .filter(|p| {
             p.position
                 .as_ref()
-                .is_some_and(|x| x.sender_port == Some(i32::from(old_spec.port)))
+                .is_some_and(|x| cluster.streams_from(x, &old))
                 || cluster
                     .node(&p.name)
                     .is_ok_and(|n| n.upstream.as_deref() == Some(&old))
@@ -97,15 +93,20 @@ pub async fn switchover(
     }
 
     let tc = cluster.connect(target).await?;
-    let old_server = cluster.server(&old);
-    let Some(pid) = old_server.pid() else {
+    let old_server = cluster.server(&old)?;
+    if !old_server.is_running().await {
         return Err(Error::Precondition(format!("{old} stopped meanwhile")));
-    };
+    }
 
     // From here the cluster refuses writes until the target is promoted.
     progress.step(&format!("stopping {old} (fast shutdown)"));
     let t0 = Instant::now();
-    stop_fast(pid).await?;
+    tokio::time::timeout(STOP_TIMEOUT, old_server.stop(StopMode::Fast))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("{old} to shut down"),
+            after: STOP_TIMEOUT,
+        })??;
     let stop = t0.elapsed();
     let control = old_server.controldata().await?;
     let Some(ckpt) = control
@@ -208,7 +209,7 @@ async fn demote(cluster: &Cluster, old: &str, target: &str) -> Result<()> {
     let spec = cluster.node(old)?.clone();
     let tc = cluster.connect(target).await?;
     queries::ensure_slot(&tc, &spec.slot_or_default()).await?;
-    let server = cluster.server(old);
+    let server = cluster.server(old)?;
     config::write_node_files(cluster, &spec, &server.data)?;
     server.start().await?;
     standby::wait_streaming_from(
@@ -218,26 +219,6 @@ async fn demote(cluster: &Cluster, old: &str, target: &str) -> Result<()> {
         standby::STREAM_TIMEOUT,
     )
     .await
-}
-
-/// A fast shutdown by signal, watched closely: pg_ctl looks only every 100 ms, which would
-/// be most of the write gap.
-async fn stop_fast(pid: i32) -> Result<()> {
-    kill(Pid::from_raw(pid), Signal::SIGINT).map_err(|e| Error::Command {
-        what: format!("fast shutdown of postmaster {pid}"),
-        detail: e.to_string(),
-    })?;
-    let start = Instant::now();
-    while signals::alive(pid) {
-        if start.elapsed() > STOP_TIMEOUT {
-            return Err(Error::Timeout {
-                what: format!("postmaster {pid} to shut down"),
-                after: STOP_TIMEOUT,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    Ok(())
 }
 
 fn describe(p: &Probe) -> String {

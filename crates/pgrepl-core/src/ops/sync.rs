@@ -2,18 +2,17 @@
 //! 21_disable_sync_replication.sql), always on whichever node is primary now: after a
 //! failover the lab's scripts would configure a node that is no longer the primary.
 
-pub mod bench;
-
 use std::time::Duration;
 
+use crate::postgres::conn::Conn;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::topology::{self, Probe};
 use crate::ops::wait;
 use crate::postgres::queries::{self, Downstream};
+use crate::postgres::quote;
 use crate::progress::Progress;
 use crate::spec::{parse_standby_names, validate_sync_names, ClusterSpec, SyncMethod, SyncSpec};
 
@@ -187,13 +186,10 @@ pub fn locate(cluster: &Cluster, probes: &[Probe], primary: &str, name: &str) ->
     } else if let Some(n) = spec {
         let probe = probes.iter().find(|p| p.name == n.name);
         // Where it streams from now; else where the spec sends it, if that node is a standby.
-        let observed = probe.and_then(|p| p.position.as_ref()).and_then(|pos| {
-            let port = u16::try_from(pos.sender_port?).ok()?;
-            cluster
-                .spec
-                .node_at(pos.sender_host.as_deref()?, port)
-                .map(|u| u.name.clone())
-        });
+        let observed = probe
+            .and_then(|p| p.position.as_ref())
+            .and_then(|pos| cluster.sender(pos))
+            .map(|u| u.name.clone());
         let intended = n.upstream.clone().filter(|u| {
             probes
                 .iter()
@@ -253,20 +249,24 @@ pub fn for_primary(sync: &SyncSpec, own: &str) -> Option<SyncSpec> {
 /// ALTER SYSTEM, reloads, and waits until the primary's pg_stat_replication shows it.
 /// One statement at a time: ALTER SYSTEM refuses to run in the implicit transaction of a
 /// multi-statement query.
-async fn configure(c: &Client, primary: &str, sync: Option<&SyncSpec>) -> Result<Vec<Downstream>> {
+pub(crate) async fn configure(
+    c: &Conn,
+    primary: &str,
+    sync: Option<&SyncSpec>,
+) -> Result<Vec<Downstream>> {
     let setting = sync
         .map(SyncSpec::standby_names_setting)
         .unwrap_or_default();
     let statements = match sync {
         Some(s) => [
             format!(
-                "ALTER SYSTEM SET synchronous_standby_names = '{}'",
-                setting.replace('\'', "''")
+                "ALTER SYSTEM SET synchronous_standby_names = {}",
+                quote::literal(&setting)
             ),
             match &s.commit {
                 Some(level) => format!(
-                    "ALTER SYSTEM SET synchronous_commit = '{}'",
-                    crate::spec::parse_commit_level(level)?
+                    "ALTER SYSTEM SET synchronous_commit = {}",
+                    quote::literal(crate::spec::parse_commit_level(level)?)
                 ),
                 None => "ALTER SYSTEM RESET synchronous_commit".into(),
             },
@@ -521,7 +521,7 @@ fn standby_rows(
 
 /// Why a commit on `primary` waits for synchronous replication: the setting, and each
 /// standby it waits for with where that standby is now.
-pub async fn explain_wait(cluster: &Cluster, c: &Client, primary: &str) -> String {
+pub async fn explain_wait(cluster: &Cluster, c: &Conn, primary: &str) -> String {
     let names = queries::show(c, "synchronous_standby_names")
         .await
         .unwrap_or_default();

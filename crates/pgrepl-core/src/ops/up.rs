@@ -5,13 +5,16 @@ use futures::future::try_join_all;
 use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::ops::{primary, standby, Outcome};
-
 use crate::progress::Progress;
 
 /// Brings every node of the spec up: the primary initialized and running, every standby
 /// cloned (in parallel, wave by wave for cascades) and streaming.
 pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcome>> {
     preflight(cluster).await?;
+    cluster
+        .runtime
+        .prepare(&cluster.spec.nodes, progress)
+        .await?;
     let mut outcomes = vec![primary::init(cluster, &cluster.spec.root().name, progress).await?];
     for wave in cluster.spec.clone_waves() {
         let results = try_join_all(
@@ -31,16 +34,12 @@ pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Outcom
 }
 
 /// Everything that can be checked before touching anything: the OS user can reach the data,
-/// and no node's port is held by another program.
+/// and the runtime's checks of every node that is not running (local: its port is free).
 pub async fn preflight(cluster: &Cluster) -> Result<()> {
-    let parent = cluster.dir.parent().unwrap_or(std::path::Path::new("/"));
-    cluster
-        .runner
-        .check_reachable(&crate::runtime::local::existing_ancestor(parent))
-        .await?;
+    cluster.check_reachable().await?;
     for n in &cluster.spec.nodes {
-        if !cluster.server(&n.name).is_running() {
-            standby::check_port_free(n)?;
+        if !cluster.is_running(&n.name).await {
+            cluster.runtime.preflight(n)?;
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ pub mod binaries;
 pub mod conn;
 pub mod lsn;
 pub mod queries;
+pub mod quote;
 pub mod server;
 pub mod timeline;
 

@@ -2,7 +2,9 @@
 //! position are always read the same way.
 
 use serde::Serialize;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::postgres::conn::Conn;
 
 use crate::error::{Result, ResultExt};
 use crate::postgres::Lsn;
@@ -34,7 +36,7 @@ pub struct Position {
     pub slot_name: Option<String>,
 }
 
-pub async fn position(c: &Client) -> Result<Position> {
+pub async fn position(c: &Conn) -> Result<Position> {
     let row = c
         .query_one(
             "SELECT pg_is_in_recovery() AS rec,
@@ -102,7 +104,7 @@ pub struct Downstream {
     pub sync_state: Option<String>,
 }
 
-pub async fn downstreams(c: &Client) -> Result<Vec<Downstream>> {
+pub async fn downstreams(c: &Conn) -> Result<Vec<Downstream>> {
     let rows = c
         .query(
             "SELECT application_name, state,
@@ -135,7 +137,7 @@ pub async fn downstreams(c: &Client) -> Result<Vec<Downstream>> {
 }
 
 /// Physical replication slots on a node.
-pub async fn slots(c: &Client) -> Result<Vec<(String, bool)>> {
+pub async fn slots(c: &Conn) -> Result<Vec<(String, bool)>> {
     let rows = c
         .query(
             "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
@@ -148,7 +150,7 @@ pub async fn slots(c: &Client) -> Result<Vec<(String, bool)>> {
 
 /// Creates a physical slot unless it exists. `immediately_reserve` so that WAL from now on is
 /// kept for the standby that will use it.
-pub async fn ensure_slot(c: &Client, slot: &str) -> Result<bool> {
+pub async fn ensure_slot(c: &Conn, slot: &str) -> Result<bool> {
     let created = c
         .query_one(
             "SELECT count(*) = 0 AS missing FROM pg_replication_slots WHERE slot_name = $1",
@@ -169,7 +171,7 @@ pub async fn ensure_slot(c: &Client, slot: &str) -> Result<bool> {
 }
 
 /// Sessions waiting for synchronous replication, and the oldest wait's age.
-pub async fn syncrep_waiters(c: &Client) -> Result<(i64, Option<f64>)> {
+pub async fn syncrep_waiters(c: &Conn) -> Result<(i64, Option<f64>)> {
     let row = c
         .query_one(
             "SELECT count(*), (extract(epoch FROM max(now() - state_change)) * 1000)::float8
@@ -181,7 +183,7 @@ pub async fn syncrep_waiters(c: &Client) -> Result<(i64, Option<f64>)> {
     Ok((row.get(0), row.get(1)))
 }
 
-pub async fn show(c: &Client, setting: &str) -> Result<String> {
+pub async fn show(c: &Conn, setting: &str) -> Result<String> {
     Ok(c.query_one("SELECT current_setting($1)", &[&setting])
         .await
         .what(|| format!("cannot read setting {setting}"))?

@@ -1,7 +1,7 @@
 //! Timeline histories: where one timeline forked off another, and whether a node's WAL can
 //! still be followed by a server on a newer timeline or has gone past the fork point.
 
-use tokio_postgres::Client;
+use crate::postgres::conn::Conn;
 
 use crate::error::{Result, ResultExt};
 use crate::postgres::Lsn;
@@ -36,7 +36,7 @@ pub fn parse_history(text: &str) -> Vec<HistoryEntry> {
 
 /// The history of timeline `tli` as the server sees it (empty for timeline 1, which has no
 /// history file). Needs a superuser (pg_read_file).
-pub async fn read_history(c: &Client, tli: u32) -> Result<Vec<HistoryEntry>> {
+pub async fn read_history(c: &Conn, tli: u32) -> Result<Vec<HistoryEntry>> {
     if tli <= 1 {
         return Ok(Vec::new());
     }

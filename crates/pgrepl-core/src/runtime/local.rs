@@ -1,193 +1,259 @@
-use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
+//! The local runtime: every node is a postmaster on this machine, listening on its spec's
+//! host and port, run as the OS user. Its processes are found through postmaster.pid and
+//! /proc, and controlled by signals.
+
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use nix::unistd::{Gid, Uid, User};
-use tokio::process::Command;
+use crate::error::{Error, Result};
+use crate::postgres::PgInstall;
+use crate::progress::Progress;
+use crate::runtime::{self, signals, Endpoint, Listen, ProcessState, Runner, Runtime, StopMode};
+use crate::spec::{ClusterSpec, NodeSpec, RuntimeKind};
 
-use crate::error::{Error, Result, ResultExt};
+/// How long pg_ctl may wait for a start, and we for a stop, before we call it failed.
+const PG_CTL_TIMEOUT_SECS: u64 = 120;
 
-pub const DEFAULT_OS_USER: &str = "postgres";
-
-/// The unprivileged user PostgreSQL's server-side binaries run as (PostgreSQL refuses root).
 #[derive(Debug, Clone)]
-pub struct OsUser {
-    pub name: String,
-    pub uid: Uid,
-    pub gid: Gid,
+pub struct LocalRuntime {
+    dir: PathBuf,
+    pg: PgInstall,
+    runner: Runner,
 }
 
-impl OsUser {
-    pub fn lookup(name: &str) -> Result<Self> {
-        match User::from_name(name) {
-            Ok(Some(u)) => Ok(OsUser {
-                name: u.name,
-                uid: u.uid,
-                gid: u.gid,
-            }),
-            _ => Err(Error::Invalid(format!(
-                "OS user '{name}' does not exist: PostgreSQL refuses to run as root, so pgrepl runs it as an unprivileged user; create one (`useradd --system --create-home {name}`) or name another with --os-user"
-            ))),
+impl LocalRuntime {
+    pub fn new(cluster_dir: &Path, pg: PgInstall, runner: Runner) -> Self {
+        LocalRuntime {
+            dir: cluster_dir.to_path_buf(),
+            pg,
+            runner,
         }
+    }
+
+    fn data(&self, node: &NodeSpec) -> PathBuf {
+        runtime::data_dir(&self.dir, &node.name)
+    }
+
+    fn log(&self, node: &NodeSpec) -> PathBuf {
+        runtime::log_file(&self.dir, &node.name)
+    }
+
+    /// The running postmaster's pid, from postmaster.pid, if that process is alive.
+    fn pid(&self, node: &NodeSpec) -> Option<i32> {
+        let pid = signals::pidfile_pid(&self.data(node))?;
+        signals::alive(pid).then_some(pid)
     }
 }
 
-/// Runs PostgreSQL's programs: as the OS user when pgrepl is root, as ourselves otherwise.
-#[derive(Debug, Clone)]
-pub struct Runner {
-    user: Option<OsUser>,
-}
-
-impl Runner {
-    /// `os_user` is used only when running as root: a normal user runs PostgreSQL as itself.
-    pub fn new(os_user: Option<&str>) -> Result<Self> {
-        if Uid::effective().is_root() {
-            let user = OsUser::lookup(os_user.unwrap_or(DEFAULT_OS_USER))?;
-            if user.uid.is_root() {
-                return Err(Error::Invalid(
-                    "--os-user must not be root: PostgreSQL refuses to run as root".into(),
-                ));
-            }
-            Ok(Runner { user: Some(user) })
-        } else {
-            Ok(Runner { user: None })
-        }
+#[async_trait::async_trait]
+impl Runtime for LocalRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Local
     }
 
-    /// The user PostgreSQL runs as, when it is not us.
-    pub fn os_user(&self) -> Option<&OsUser> {
-        self.user.as_ref()
-    }
-
-    pub fn os_user_name(&self) -> String {
-        match &self.user {
-            Some(u) => u.name.clone(),
-            None => User::from_uid(Uid::effective())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_else(|| Uid::effective().to_string()),
-        }
-    }
-
-    /// A command for one of PostgreSQL's programs, with a clean environment: inherited
-    /// PG* variables would silently change what the tools connect to.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .kill_on_drop(false);
-        if let Some(u) = &self.user {
-            cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-            // Tools look at $HOME (e.g. for ~/.pgpass); never let them read root's.
-            cmd.env("HOME", "/nonexistent");
-        } else if let Some(home) = std::env::var_os("HOME") {
-            cmd.env("HOME", home);
-        }
-        cmd
-    }
-
-    /// Runs a command to completion; a failure carries its stderr (or stdout) for the user.
-    pub async fn run(&self, what: &str, cmd: &mut Command) -> Result<std::process::Output> {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        tracing::debug!(?cmd, "running");
-        let out = cmd.output().await.what(|| format!("cannot run {what}"))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let text = if stderr.trim().is_empty() {
-                stdout
-            } else {
-                stderr
-            };
-            return Err(Error::Command {
-                what: what.to_string(),
-                detail: format!("{} ({})", text.trim(), out.status),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Creates a directory that belongs to the OS user, mode 0700 (PostgreSQL wants that for
-    /// data directories, and it keeps the passfile private).
-    pub fn create_private_dir(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).what(|| format!("cannot create {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .what(|| format!("cannot set permissions on {}", dir.display()))?;
-        self.give(dir)
-    }
-
-    /// Hands a path we created over to the OS user.
-    pub fn give(&self, path: &Path) -> Result<()> {
-        if let Some(u) = &self.user {
-            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).map_err(|e| Error::Io {
-                what: format!("cannot give {} to {}", path.display(), u.name),
-                source: e.into(),
-            })?;
-        }
+    async fn prepare(&self, _nodes: &[NodeSpec], _progress: &dyn Progress) -> Result<()> {
         Ok(())
     }
 
-    /// Gives a whole tree to the OS user (used for cached binaries and data directories).
-    pub fn give_tree(&self, root: &Path) -> Result<()> {
-        if self.user.is_none() {
-            return Ok(());
-        }
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(p) = stack.pop() {
-            self.give(&p)?;
-            let meta =
-                std::fs::symlink_metadata(&p).what(|| format!("cannot stat {}", p.display()))?;
-            if meta.is_dir() {
-                for entry in
-                    std::fs::read_dir(&p).what(|| format!("cannot read {}", p.display()))?
-                {
-                    stack.push(
-                        entry
-                            .what(|| format!("cannot read {}", p.display()))?
-                            .path(),
-                    );
-                }
-            }
-        }
-        Ok(())
+    async fn teardown(&self, _nodes: &[NodeSpec], _purge: bool) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 
-    /// Fails with advice when the OS user cannot reach `dir` (e.g. a spec under /root, whose
-    /// mode hides everything below it from other users).
-    pub async fn check_reachable(&self, dir: &Path) -> Result<()> {
-        let Some(u) = &self.user else { return Ok(()) };
-        let status = self
-            .command("/usr/bin/test")
-            .arg("-x")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+    fn preflight(&self, node: &NodeSpec) -> Result<()> {
+        check_port_free(node)
+    }
+
+    fn listen(&self, node: &NodeSpec) -> Listen {
+        Listen {
+            addresses: node.host.to_string(),
+            port: node.port,
+            socket_dir: None,
+        }
+    }
+
+    fn peer_endpoint(&self, node: &NodeSpec) -> Endpoint {
+        on_host(node)
+    }
+
+    fn client_endpoint(&self, node: &NodeSpec) -> Endpoint {
+        on_host(node)
+    }
+
+    fn tool_endpoint(&self, _for_node: &NodeSpec, target: &NodeSpec) -> Endpoint {
+        on_host(target)
+    }
+
+    fn hba_networks(&self, nodes: &[NodeSpec]) -> Vec<String> {
+        // A node listening on every interface (0.0.0.0, ::) is reached from this machine, so
+        // from the loopback address.
+        let mut hosts: Vec<IpAddr> = nodes
+            .iter()
+            .map(|n| match n.host {
+                IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+                h => h,
+            })
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+            .iter()
+            .map(|h| match h {
+                IpAddr::V4(_) => format!("{h}/32"),
+                IpAddr::V6(_) => format!("{h}/128"),
+            })
+            .collect()
+    }
+
+    fn local_socket(&self) -> bool {
+        false
+    }
+
+    async fn state(&self, node: &NodeSpec) -> Result<ProcessState> {
+        Ok(match self.pid(node) {
+            None => ProcessState::Stopped,
+            Some(pid) if signals::is_stopped(pid) => ProcessState::Frozen,
+            Some(_) => ProcessState::Running,
+        })
+    }
+
+    async fn start(&self, node: &NodeSpec) -> Result<()> {
+        let data = self.data(node);
+        let log = self.log(node);
+        signals::remove_stale_pidfile(&data);
+        let mut cmd = self.runner.command(self.pg.program("pg_ctl"));
+        cmd.arg("-D").arg(&data).arg("-l").arg(&log).args([
+            "-w",
+            "-t",
+            &PG_CTL_TIMEOUT_SECS.to_string(),
+            "start",
+        ]);
+        runtime::run("pg_ctl start", &mut cmd)
             .await
-            .what(|| "cannot run test".into())?;
-        if !status.success() {
-            return Err(Error::Precondition(format!(
-                "the OS user '{}' cannot reach {} (a parent directory's permissions hide it, as /root does): set `data_dir = \"/var/lib/pgrepl/<cluster>\"` in the [cluster] section of the cluster file, or work from a directory '{}' can enter such as /tmp or /srv",
-                u.name,
-                dir.display(),
-                u.name
+            .map_err(|e| Error::Command {
+                what: format!("starting {}", data.display()),
+                detail: format!(
+                    "{e}\n--- last lines of {} ---\n{}",
+                    log.display(),
+                    runtime::tail(&log, 15)
+                ),
+            })?;
+        Ok(())
+    }
+
+    /// By signal, as pg_ctl does, but watched every millisecond: pg_ctl looks only every
+    /// 100 ms, which would be most of a switchover's write gap.
+    async fn stop(&self, node: &NodeSpec, mode: StopMode) -> Result<()> {
+        let Some(pid) = self.pid(node) else {
+            return Ok(());
+        };
+        signals::shutdown(pid, mode).map_err(|e| Error::Command {
+            what: format!("shutdown of {} (postmaster {pid})", node.name),
+            detail: e.to_string(),
+        })?;
+        let timeout = Duration::from_secs(PG_CTL_TIMEOUT_SECS);
+        let start = Instant::now();
+        while signals::alive(pid) {
+            if start.elapsed() > timeout {
+                return Err(Error::Timeout {
+                    what: format!("{} (postmaster {pid}) to shut down", node.name),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn kill(&self, node: &NodeSpec) -> Result<bool> {
+        let Some(pid) = self.pid(node) else {
+            return Ok(false);
+        };
+        signals::crash(pid);
+        for _ in 0..500 {
+            if !signals::alive(pid) {
+                signals::remove_stale_pidfile(&self.data(node));
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(Error::Timeout {
+            what: format!("postmaster {pid} to die after SIGKILL"),
+            after: Duration::from_secs(5),
+        })
+    }
+
+    async fn freeze(&self, node: &NodeSpec, frozen: bool) -> Result<bool> {
+        let Some(pid) = self.pid(node) else {
+            return Ok(false);
+        };
+        signals::freeze(pid, frozen);
+        Ok(true)
+    }
+
+    async fn clear_stale_lock(&self, node: &NodeSpec) -> Result<()> {
+        signals::remove_stale_pidfile(&self.data(node));
+        Ok(())
+    }
+
+    fn command(&self, _node: &NodeSpec, program: &str) -> tokio::process::Command {
+        self.runner.command(self.pg.program(program))
+    }
+
+    fn busy_tools(&self, node: &NodeSpec) -> Vec<i32> {
+        signals::tools_on(&self.data(node))
+    }
+
+    async fn log_tail(&self, node: &NodeSpec, lines: usize) -> String {
+        runtime::tail(&self.log(node), lines)
+    }
+}
+
+fn on_host(node: &NodeSpec) -> Endpoint {
+    Endpoint {
+        host: node.host.to_string(),
+        port: node.port,
+    }
+}
+
+/// A port that something else listens on makes the start fail later: say it now.
+fn check_port_free(node: &NodeSpec) -> Result<()> {
+    match std::net::TcpListener::bind((node.host, node.port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Invalid(format!(
+            "port {} of node '{}' is already in use by another program: choose another port in the cluster file (or `pgrepl init --force --base-port P`)",
+            node.port, node.name
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(Error::Invalid(format!(
+            "node '{}' has host {}, which is not an address of this machine: use 127.0.0.1 (or an address of this machine) in the cluster file",
+            node.name, node.host
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The lab's ports must be free before its file is written; the error suggests free ones.
+pub(super) fn check_lab_ports(spec: &ClusterSpec, fix: &str) -> Result<()> {
+    for n in &spec.nodes {
+        if check_port_free(n).is_err() {
+            let first = spec.root().port;
+            let hint = free_base_port(n.host, first + 10, 4)
+                .map(|p| format!("`{fix} {p}` (ports {p}-{} are free)", p + 3))
+                .unwrap_or_else(|| format!("`{fix} P` with another port"));
+            return Err(Error::Invalid(format!(
+                "port {} (for {}) is already in use by another program: choose other ports with {hint}",
+                n.port, n.name
             )));
         }
-        Ok(())
     }
+    Ok(())
 }
 
-/// The nearest existing ancestor of `path` (to check reachability before creating anything).
-pub fn existing_ancestor(path: &Path) -> PathBuf {
-    let mut p = path.to_path_buf();
-    while !p.exists() {
-        if !p.pop() {
-            return PathBuf::from("/");
-        }
-    }
-    p
+/// The first base port at or after `from` with `count` free consecutive ports, below the
+/// kernel's ephemeral range: a suggestion when the asked-for ports are taken.
+fn free_base_port(host: IpAddr, from: u16, count: u16) -> Option<u16> {
+    (from..32768u16.saturating_sub(count))
+        .step_by(10)
+        .find(|b| (0..count).all(|i| std::net::TcpListener::bind((host, b + i)).is_ok()))
 }

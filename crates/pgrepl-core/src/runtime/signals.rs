@@ -1,8 +1,36 @@
-//! Faults on a node's processes: a crash (SIGKILL of the postmaster and all its backends at
-//! once) and a freeze (SIGSTOP/SIGCONT).
+//! A node's processes on this machine: the postmaster named in postmaster.pid, its children,
+//! the signals that stop, crash and freeze them, and tools left working on a data directory.
+
+use std::path::Path;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::runtime::StopMode;
+
+/// The pid postmaster.pid names, whether or not that process still runs.
+pub fn pidfile_pid(data: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// Removes a postmaster.pid whose process is gone. PostgreSQL clears a stale one itself,
+/// unless its pid is a zombie not yet reaped (kill(pid, 0) still succeeds): then it refuses
+/// to start with "lock file already exists".
+pub fn remove_stale_pidfile(data: &Path) {
+    if pidfile_pid(data).is_some_and(|p| !alive(p.abs())) {
+        let _ = std::fs::remove_file(data.join("postmaster.pid"));
+    }
+}
+
+/// The signal pg_ctl sends for a shutdown mode.
+pub fn shutdown(postmaster: i32, mode: StopMode) -> nix::Result<()> {
+    let sig = match mode {
+        StopMode::Fast => Signal::SIGINT,
+        StopMode::Immediate => Signal::SIGQUIT,
+    };
+    kill(Pid::from_raw(postmaster), sig)
+}
 
 /// The direct children of `pid`, read from /proc. PostgreSQL's backends call setsid(), so they
 /// are not in the postmaster's process group: they have to be found one by one.
@@ -41,13 +69,42 @@ pub fn alive(pid: i32) -> bool {
 }
 
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 2..];
-            rest.split_whitespace().next().map(|state| state == "Z")
+    proc_state(pid).as_deref() == Some("Z")
+}
+
+/// Whether a process is stopped by a signal (a frozen node).
+pub fn is_stopped(pid: i32) -> bool {
+    proc_state(pid).as_deref() == Some("T")
+}
+
+fn proc_state(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().next().map(str::to_string)
+}
+
+/// Programs working on a data directory other than its server: pg_rewind, or a single-user
+/// postgres (crash recovery), as a killed pgrepl may leave them.
+pub fn tools_on(data: &Path) -> Vec<i32> {
+    let data = data.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
+            let ours = args.iter().any(|a| *a == data);
+            let program = args.first().map(String::as_str).unwrap_or("");
+            ours && (program.ends_with("pg_rewind") || args.iter().any(|a| a == "--single"))
         })
-        .unwrap_or(false)
+        .collect()
 }
 
 /// Kills the postmaster and every backend at once, like losing the machine. The postmaster is

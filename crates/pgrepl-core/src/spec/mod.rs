@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use moves::default_slot;
-pub use validate::{validate_slot_name, validate_sync_names};
+pub use validate::{validate_data_path, validate_name, validate_slot_name, validate_sync_names};
 
 pub const DEFAULT_FILE: &str = "pgrepl.toml";
 /// Below Linux's ephemeral port range (32768-60999), where an outgoing connection could take a
@@ -42,6 +42,58 @@ pub struct ClusterSection {
     /// Defaults to `.pgrepl/<name>` next to the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Where the nodes live (see [`crate::runtime`]); omitted from the file when local.
+    #[serde(default, skip_serializing_if = "RuntimeKind::is_local")]
+    pub runtime: RuntimeKind,
+}
+
+/// Where a cluster's nodes live: local processes, one network namespace per node, or one
+/// container per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    #[default]
+    Local,
+    Netns,
+    Docker,
+}
+
+impl RuntimeKind {
+    pub const NAMES: &[&str] = &["local", "netns", "docker"];
+
+    pub fn is_local(&self) -> bool {
+        *self == RuntimeKind::Local
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuntimeKind::Local => "local",
+            RuntimeKind::Netns => "netns",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "local" => Ok(RuntimeKind::Local),
+            "netns" => Ok(RuntimeKind::Netns),
+            "docker" => Ok(RuntimeKind::Docker),
+            other => Err(Error::Invalid(format!(
+                "unknown runtime '{other}': use one of {}",
+                RuntimeKind::NAMES.join(", ")
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +185,7 @@ impl ClusterSpec {
                 postgres: default_postgres(),
                 replication_user: default_replication_user(),
                 data_dir: None,
+                runtime: RuntimeKind::Local,
             },
             nodes: vec![
                 node(0, None),
@@ -253,11 +306,18 @@ impl ClusterSpec {
             .filter(move |n| n.upstream.as_deref() == Some(upstream))
     }
 
-    /// The node listening on `host:port`, if any (to name a standby's sender).
-    pub fn node_at(&self, host: &str, port: u16) -> Option<&NodeSpec> {
+    /// What is allowed but probably not meant: a node listening on every interface.
+    pub fn warnings(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .find(|n| n.port == port && (n.host.to_string() == host || host == "localhost"))
+            .filter(|n| n.host.is_unspecified())
+            .map(|n| {
+                format!(
+                    "node '{}' has host {}: it listens on every interface of this machine, not only where the cluster reaches it; give it one address (e.g. 127.0.0.1) unless that is what you want",
+                    n.name, n.host
+                )
+            })
+            .collect()
     }
 
     /// Standbys in an order where each comes after its upstream, grouped in waves that can

@@ -188,3 +188,67 @@ fn parses_synchronous_standby_names_like_postgres() {
     );
     assert_eq!(parse_standby_names(""), None);
 }
+
+#[test]
+fn runtime_is_written_only_when_not_local() {
+    let s = lab();
+    assert!(!s.to_toml().contains("runtime"), "{}", s.to_toml());
+    let mut d = lab();
+    d.cluster.runtime = RuntimeKind::Docker;
+    assert!(d.to_toml().contains("runtime = \"docker\""));
+    let back = ClusterSpec::parse(&d.to_toml(), Path::new("x.toml")).unwrap();
+    assert_eq!(back.cluster.runtime, RuntimeKind::Docker);
+    assert_eq!("netns".parse::<RuntimeKind>().unwrap(), RuntimeKind::Netns);
+    let e = "vm".parse::<RuntimeKind>().unwrap_err().to_string();
+    assert!(e.contains("local, netns, docker"), "{e}");
+}
+
+#[test]
+fn names_that_reach_configuration_files_cannot_carry_quotes_or_lines() {
+    let injection = "a'\nwork_mem=77MB\n#";
+    let mut s = lab();
+    s.nodes[1].application_name = Some(injection.into());
+    let e = err(&s);
+    assert!(
+        e.contains("application_name") && e.lines().count() == 1,
+        "{e}"
+    );
+
+    let mut s = lab();
+    s.nodes[1].application_name = Some("sync\"1".into());
+    assert!(err(&s).contains("application_name"), "{}", err(&s));
+
+    let mut s = lab();
+    s.cluster.replication_user = "repl\"user".into();
+    assert!(err(&s).contains("unquoted identifiers"), "{}", err(&s));
+
+    let mut s = lab();
+    s.sync = Some(SyncSpec {
+        standbys: vec![injection.into()],
+        method: SyncMethod::First,
+        num: 1,
+        commit: None,
+        allow_unknown: true,
+    });
+    assert!(err(&s).contains("synchronous standby name"), "{}", err(&s));
+
+    for bad in ["/srv/a\"b", "/srv/$HOME", "/srv/a\nb", "/srv/a`b`"] {
+        let mut s = lab();
+        s.cluster.data_dir = Some(bad.into());
+        assert!(err(&s).contains("data directory"), "{}", err(&s));
+        assert_eq!(err(&s).lines().count(), 1);
+    }
+    let mut s = lab();
+    s.cluster.data_dir = Some("/srv/it's here".into());
+    s.validate().unwrap();
+}
+
+#[test]
+fn a_node_on_every_interface_is_accepted_with_a_warning() {
+    let mut s = lab();
+    assert!(s.warnings().is_empty());
+    s.nodes[0].host = "0.0.0.0".parse().unwrap();
+    s.validate().unwrap();
+    let w = s.warnings();
+    assert!(w.len() == 1 && w[0].contains("every interface"), "{w:?}");
+}

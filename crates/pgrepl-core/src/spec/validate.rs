@@ -5,15 +5,77 @@ use std::collections::{HashMap, HashSet};
 use super::{ClusterSpec, SyncSpec};
 use crate::error::{Error, Result};
 
+/// PostgreSQL's limit on a name (NAMEDATALEN - 1).
+const NAME_MAX: usize = 63;
+
+/// A value as an error message shows it: quoted, with any line break escaped so that the
+/// message stays one line.
+pub(crate) fn shown(v: &str) -> String {
+    if v.chars().any(char::is_control) {
+        format!("{v:?}")
+    } else {
+        format!("'{v}'")
+    }
+}
+
 /// PostgreSQL accepts lower-case letters, digits and underscores, at most 63 bytes.
 pub fn validate_slot_name(slot: &str) -> Result<()> {
     let ok_chars = slot
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if slot.is_empty() || slot.len() > 63 || !ok_chars {
+    if slot.is_empty() || slot.len() > NAME_MAX || !ok_chars {
         return Err(Error::Invalid(format!(
-            "invalid replication slot name '{slot}': use 1 to 63 lower-case letters, digits or underscores (e.g. '{}')",
+            "invalid replication slot name {}: PostgreSQL's rule for slot names is 1 to 63 lower-case letters, digits or underscores (e.g. '{}')",
+            shown(slot),
             suggest_slot(slot)
+        )));
+    }
+    Ok(())
+}
+
+/// Names pgrepl writes into configuration files, conninfo strings and
+/// `synchronous_standby_names` (node, cluster and application names): what PostgreSQL takes
+/// as a name (at most 63 bytes), restricted to characters none of those places needs to
+/// quote, so that no name can carry a quote or a line break into them.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !name.starts_with('-');
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "invalid {what} {}: use 1 to 63 ASCII letters, digits, '_' or '-', not starting with '-' (a PostgreSQL name that needs no quoting)",
+            shown(name)
+        )));
+    }
+    Ok(())
+}
+
+/// The replication role: an unquoted PostgreSQL identifier, as in the lab's scripts.
+fn validate_role_name(user: &str) -> Result<()> {
+    if !is_identifier(user) {
+        return Err(Error::Invalid(format!(
+            "invalid replication_user {}: follow PostgreSQL's rule for unquoted identifiers: a lower-case letter or '_' first, then lower-case letters, digits or '_', at most 63",
+            shown(user)
+        )));
+    }
+    Ok(())
+}
+
+/// Characters a data directory's path must not hold: pg_ctl hands it to a shell inside
+/// double quotes (where these keep a meaning), and a line break would end the line of a
+/// configuration file that names the passfile.
+pub fn validate_data_path(path: &std::path::Path) -> Result<()> {
+    let text = path.to_string_lossy();
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '"' | '$' | '`' | '\\'))
+    {
+        return Err(Error::Invalid(format!(
+            "the cluster's data directory {} holds {c:?}, which PostgreSQL's tools cannot take in a path: set data_dir in the cluster file to a path without it",
+            shown(&text)
         )));
     }
     Ok(())
@@ -38,23 +100,6 @@ pub(crate) fn suggest_slot(s: &str) -> String {
     out
 }
 
-/// Node names become directory names and appear in SQL identifiers' neighbourhood: keep them
-/// simple.
-fn validate_node_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && !name.starts_with('-');
-    if !ok {
-        return Err(Error::Invalid(format!(
-            "invalid node name '{name}': use letters, digits, '_' or '-' (at most 63)"
-        )));
-    }
-    Ok(())
-}
-
 /// Checks a `[sync]` configuration against the cluster's application names.
 pub fn validate_sync_names(spec: &ClusterSpec, sync: &SyncSpec, allow_unknown: bool) -> Result<()> {
     if sync.standbys.is_empty() {
@@ -73,6 +118,9 @@ pub fn validate_sync_names(spec: &ClusterSpec, sync: &SyncSpec, allow_unknown: b
     }
     let mut seen = HashSet::new();
     for name in &sync.standbys {
+        if name != "*" {
+            validate_name("synchronous standby name", name)?;
+        }
         if !seen.insert(name) {
             return Err(Error::Invalid(format!(
                 "standby name '{name}' is listed twice in the synchronous standbys"
@@ -101,17 +149,10 @@ pub fn validate_sync_names(spec: &ClusterSpec, sync: &SyncSpec, allow_unknown: b
 impl ClusterSpec {
     pub fn validate(&self) -> Result<()> {
         let c = &self.cluster;
-        validate_node_name(&c.name).map_err(|_| {
-            Error::Invalid(format!(
-                "invalid cluster name '{}': use letters, digits, '_' or '-'",
-                c.name
-            ))
-        })?;
-        if !is_identifier(&c.replication_user) {
-            return Err(Error::Invalid(format!(
-                "invalid replication_user '{}': use lower-case letters, digits and underscores",
-                c.replication_user
-            )));
+        validate_name("cluster name", &c.name)?;
+        validate_role_name(&c.replication_user)?;
+        if let Some(d) = &c.data_dir {
+            validate_data_path(d)?;
         }
         if c.replication_user == "postgres" {
             return Err(Error::Invalid(
@@ -130,7 +171,10 @@ impl ClusterSpec {
         let mut slots: HashMap<(&str, &str), &str> = HashMap::new();
         let mut apps = HashMap::new();
         for n in &self.nodes {
-            validate_node_name(&n.name)?;
+            validate_name("node name", &n.name)?;
+            if let Some(app) = &n.application_name {
+                validate_name(&format!("application_name of node '{}'", n.name), app)?;
+            }
             if !names.insert(n.name.as_str()) {
                 return Err(Error::Invalid(format!(
                     "duplicate node name '{}': each [[node]] needs its own name",

@@ -9,10 +9,11 @@ use serde::Serialize;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, ResultExt};
 use crate::observe::topology;
+use crate::postgres::conn::Conn;
 use crate::progress::Progress;
 use crate::spec::{SyncMethod, SyncSpec};
 
-use super::{apply_to_primary, configure, DEFAULT_STANDBYS};
+use crate::ops::sync::{apply_to_primary, configure, DEFAULT_STANDBYS};
 
 const DATABASE: &str = "pgrepl_bench";
 /// From the cheapest wait to the dearest: the standby has the WAL in memory, on disk,
@@ -73,7 +74,10 @@ pub async fn sync(
     ));
     let restored = apply_to_primary(cluster, &primary).await;
     let dropped = c
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE}"))
+        .batch_execute_within(
+            &format!("DROP DATABASE IF EXISTS {DATABASE}"),
+            crate::postgres::conn::SLOW_BOUND,
+        )
         .await
         .what(|| format!("cannot drop database {DATABASE}"));
     let rows = result?;
@@ -114,7 +118,7 @@ async fn sync_candidates(cluster: &Cluster, primary: &str) -> Vec<String> {
 
 async fn run(
     cluster: &Cluster,
-    c: &tokio_postgres::Client,
+    c: &Conn,
     primary: &str,
     candidates: &[String],
     opts: &BenchOptions,
@@ -125,12 +129,18 @@ async fn run(
         opts.scale
     ));
     configure(c, primary, None).await?;
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE}"))
-        .await
-        .what(|| format!("cannot drop database {DATABASE}"))?;
-    c.batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-        .await
-        .what(|| format!("cannot create database {DATABASE}"))?;
+    c.batch_execute_within(
+        &format!("DROP DATABASE IF EXISTS {DATABASE}"),
+        crate::postgres::conn::SLOW_BOUND,
+    )
+    .await
+    .what(|| format!("cannot drop database {DATABASE}"))?;
+    c.batch_execute_within(
+        &format!("CREATE DATABASE {DATABASE}"),
+        crate::postgres::conn::SLOW_BOUND,
+    )
+    .await
+    .what(|| format!("cannot create database {DATABASE}"))?;
     pgbench(
         cluster,
         primary,
@@ -169,7 +179,7 @@ async fn run(
         });
         configure(c, primary, sync.as_ref()).await?;
         // A checkpoint falling inside one run but not another would skew the comparison.
-        c.batch_execute("CHECKPOINT")
+        c.batch_execute_within("CHECKPOINT", crate::postgres::conn::SLOW_BOUND)
             .await
             .what(|| format!("cannot checkpoint {primary}"))?;
         let (tps, latency_ms) = crate::bench::pgbench_rate(
