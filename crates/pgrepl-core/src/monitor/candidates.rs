@@ -11,7 +11,7 @@ use crate::observe::authority;
 use crate::ops::failover::{choose, Candidate};
 use crate::ops::sync::for_primary;
 use crate::postgres::Lsn;
-use crate::spec::{parse_standby_names, SyncMethod};
+use crate::spec::parse_standby_names;
 
 /// The last primary's synchronous replication as the monitor last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +24,11 @@ pub struct SyncView {
     /// False once a synchronous candidate came or went after the primary was last seen:
     /// PostgreSQL may have handed the `sync` role to another standby since.
     pub fresh: bool,
-    /// The most WAL any `sync`/`quorum` standby ever reported flushed while this primary
-    /// was seen: no commit acknowledged until then lies beyond it. A standby that took the
-    /// `sync` role over later may not have caught up to it yet.
+    /// No commit acknowledged until the primary was last seen lies beyond it: the most WAL
+    /// any `sync`/`quorum` standby reported flushed, raised to the primary's own position
+    /// wherever the monitor could not vouch for what happened in between (see
+    /// `decide`'s `watch_sync`). A standby that took the `sync` role over later may not
+    /// have caught up to it yet.
     pub floor: Lsn,
 }
 
@@ -53,6 +55,8 @@ pub fn pick(
     view: Option<&SyncView>,
     old: Option<&str>,
 ) -> Result<Pick, String> {
+    // What the monitor saw of another primary says nothing about `old`'s commits.
+    let view = view.filter(|v| Some(v.primary.as_str()) == old);
     let facts = obs.facts();
     let mut excluded = Vec::new();
     let mut standbys = Vec::new();
@@ -104,12 +108,30 @@ pub fn pick(
             synchronous: listed(&synchronous_names, intent.app(&n.name)),
         })
         .collect();
-    let Some((method, num, names)) = rule else {
+    let best_sync = choose(&candidates, true).ok();
+    let has = |node: &str, floor: Lsn| {
+        candidates
+            .iter()
+            .any(|c| c.name == node && c.received.max(c.replayed) >= floor)
+    };
+    let Some((_, num, names)) = rule else {
         let d = choose(&candidates, false).map_err(|e| e.to_string())?;
+        // Synchronous replication degraded (`on_sync_loss = degrade`): commits acknowledged
+        // since are the accepted risk, not those acknowledged under sync before.
+        let floor = view
+            .filter(|_| intent.sync.is_some())
+            .map(|v| v.floor)
+            .unwrap_or_default();
+        let enough = has(&d.node, floor);
+        if !enough && !intent.allow_data_loss {
+            return Err(format!(
+                "synchronous replication was degraded, and no standby has every commit acknowledged before (up to {floor}): not promoting (set allow_data_loss in the cluster file to accept losing them, or bring a synchronous standby back)"
+            ));
+        }
         return Ok(Pick {
             node: d.node,
             reason: d.reason,
-            data_loss_accepted: false,
+            data_loss_accepted: !enough,
         });
     };
     let need = num.max(1) as usize;
@@ -118,32 +140,36 @@ pub fn pick(
         .filter(|c| c.synchronous)
         .map(|c| intent.app(&c.name))
         .collect();
-    // Every acknowledged commit is on at least `need` synchronous candidates (FIRST and ANY
-    // alike): with at most need-1 of them missing, the one with the most WAL has them all.
-    let universe = intent
+    let others: Vec<&str> = intent
         .nodes
         .iter()
         .filter(|n| Some(n.name.as_str()) != old && listed(&names, &n.application_name))
-        .count();
+        .map(|n| n.name.as_str())
+        .collect();
+    // Every acknowledged commit is on at least `need` synchronous candidates (FIRST and ANY
+    // alike): with at most need-1 of them missing, the one with the most WAL has them all.
+    let universe = others.len();
     let by_count = !available.is_empty() && universe.saturating_sub(available.len()) < need;
-    // Otherwise the primary's last word: under FIRST a standby it called `sync` has every
-    // commit acknowledged while it was; under ANY, at most need-1 of its `quorum` standbys
-    // may be missing. Commits acknowledged before lie at or below the floor.
-    let best = choose(&candidates, true).ok();
-    let by_view = view.filter(|v| v.fresh).is_some_and(|v| {
-        let here = v
-            .confirming
-            .iter()
-            .filter(|a| available.contains(a.as_str()))
-            .count();
-        let has_floor = best.as_ref().is_some_and(|d| {
-            candidates
-                .iter()
-                .any(|c| c.name == d.node && c.received.max(c.replayed) >= v.floor)
-        });
-        here > 0 && has_floor && (method == SyncMethod::First || v.confirming.len() - here < need)
-    });
-    if let Some(d) = best.filter(|_| by_count || by_view) {
+    // Otherwise the primary's last word. Commits acknowledged until the monitor last saw it
+    // lie at or below the floor. Those acknowledged after (while it was silent, frozen or
+    // partitioned, until it was fenced) are on some synchronous candidate that streamed
+    // from it then: the best candidate has them if every candidate that cannot be asked
+    // now was already gone or frozen when the primary was last seen (`fresh`: none came
+    // or went since) and so could not confirm anything since. A candidate that runs
+    // without answering may be the one that did.
+    let silent_since: Vec<&str> = others
+        .iter()
+        .copied()
+        .filter(|n| !available.contains(intent.app(n)))
+        .filter(|n| {
+            obs.node(n)
+                .is_none_or(|o| !matches!(o.process, Process::Gone | Process::Frozen))
+        })
+        .collect();
+    let by_view = view
+        .filter(|v| v.fresh && silent_since.is_empty())
+        .is_some_and(|v| best_sync.as_ref().is_some_and(|d| has(&d.node, v.floor)));
+    if let Some(d) = best_sync.filter(|_| by_count || by_view) {
         return Ok(Pick {
             node: d.node,
             reason: d.reason,

@@ -14,6 +14,7 @@ use super::observation::{Downstream, NodeObs, Observation, Process, Role};
 use crate::observe::authority::{self, Facts, StartAs};
 use crate::ops::sync::for_primary;
 use crate::postgres::timeline::{self, Lineage};
+use crate::postgres::Lsn;
 use crate::spec::parse_standby_names;
 
 /// The monitor's memory between ticks. A restarted monitor starts from `default()`: it
@@ -38,6 +39,12 @@ pub struct MonitorState {
     retries: BTreeMap<String, Retry>,
     /// Synchronous candidates' (process, answered) while the primary is out of sight.
     candidates_seen: BTreeMap<String, (Process, bool)>,
+    /// The primary whose synchronous replication was read on the previous tick: its sync
+    /// view was watched without a gap.
+    watched: Option<String>,
+    /// A promotion decided but not yet seen to take effect: (the node, the primary it
+    /// replaces).
+    promoting: Option<(String, Option<String>)>,
     noted: BTreeSet<String>,
 }
 
@@ -47,7 +54,8 @@ struct Retry {
     attempts: u32,
 }
 
-const MAX_BACKOFF_MS: u64 = 60_000;
+/// The longest wait before an action is tried again.
+pub(super) const MAX_BACKOFF_MS: u64 = 60_000;
 
 /// One tick's decision: the actions to carry out, in order (events to log among them).
 pub fn decide(
@@ -65,6 +73,7 @@ pub fn decide(
         actions: Vec::new(),
         noted_before: std::mem::take(&mut state.noted),
         noted_now: BTreeSet::new(),
+        watched_before: state.watched.take(),
     };
     t.learn_roles(state);
     if obs.busy {
@@ -76,7 +85,12 @@ pub fn decide(
             "another pgrepl command holds the cluster's lock: the monitor leaves the cluster to it"
                 .into(),
         );
-    } else if !obs.nodes.iter().any(|n| n.answered || n.is_gone()) {
+    } else if !obs.nodes.iter().any(|n| n.answered) && !obs.nodes.iter().all(NodeObs::is_gone) {
+        // Cut off from every server it should ask (its own network, most likely): it
+        // cannot tell a dead primary from its own isolation, nor ask the standbys for
+        // their opinion. When every node is gone, the runtime has said all there is.
+        // The timeout starts anew once it sees again.
+        state.primary_seen_at_ms = Some(t.now);
         t.note(
             "blind",
             None,
@@ -107,6 +121,7 @@ struct Tick<'a> {
     actions: Vec<Action>,
     noted_before: BTreeSet<String>,
     noted_now: BTreeSet<String>,
+    watched_before: Option<String>,
 }
 
 impl<'a> Tick<'a> {
@@ -272,10 +287,11 @@ impl<'a> Tick<'a> {
     // ---- no node answers as the primary ----
 
     fn without_primary(&mut self, state: &mut MonitorState) {
+        self.resolve_promotion(state);
         if state.primary.is_none() {
             state.primary = self.presumed_primary();
         }
-        self.track_candidates(state);
+        self.track_candidates(state, false);
         let seen_at = *state.primary_seen_at_ms.get_or_insert(self.now);
         let silent_ms = self.now.saturating_sub(seen_at);
         // Every node that might still acknowledge a write: the primary we knew, and any node
@@ -335,7 +351,6 @@ impl<'a> Tick<'a> {
             if alive {
                 return;
             }
-            let names: Vec<&str> = threats.iter().map(|t| t.name.as_str()).collect();
             if silent_ms < self.timing.failover_timeout_ms {
                 for th in &threats {
                     self.note(
@@ -349,6 +364,34 @@ impl<'a> Tick<'a> {
                 }
                 return;
             }
+            // A fence is the first half of a failover: while no standby could take over,
+            // a primary that may still run (and serve its clients) is left alone, with
+            // every other node that could be one, since none of them could be replaced
+            // either. A frozen primary serves nobody: fenced, it can be started again in
+            // place (once every node that might be a primary is down or a standby).
+            let takeover = candidates::pick(
+                self.obs,
+                self.intent,
+                state.sync_view.as_ref(),
+                state.primary.as_deref(),
+            );
+            let primary_may_serve = threats.iter().any(|th| {
+                state.primary.as_deref() == Some(th.name.as_str()) && th.process != Process::Frozen
+            });
+            if let (Err(why), true) = (&takeover, primary_may_serve) {
+                for th in &threats {
+                    self.note(
+                        &format!("no_takeover:{}", th.name),
+                        Some(&th.name),
+                        format!(
+                            "{} has not answered for {silent_ms} ms and no standby receives WAL from it, but no standby could take over ({why}): not fencing it",
+                            th.name
+                        ),
+                    );
+                }
+                return;
+            }
+            let names: Vec<&str> = threats.iter().map(|t| t.name.as_str()).collect();
             for th in &threats {
                 let why = match th.process {
                     Process::Frozen => "it is frozen (it would write again once thawed)",
@@ -376,6 +419,50 @@ impl<'a> Tick<'a> {
             return;
         }
         self.take_over(state);
+    }
+
+    /// Whether a promotion decided earlier took effect, once the node tells: one that
+    /// answers as a standby, or is down with its standby.signal still there, never became
+    /// the primary (a promoted server cannot go back without a rejoin); then the primary
+    /// it was to replace is the last one again, and that primary's synchronous replication
+    /// says who may hold its commits. Taking the standby for the last primary instead would
+    /// read `synchronous_standby_names` as it would have set it, without itself: it would
+    /// look like an asynchronous standby, and a candidate lacking the commits only it
+    /// confirmed could be promoted. One that runs without answering may be either: it
+    /// stays a threat (fenced after the timeout), and tells once it is down.
+    fn resolve_promotion(&mut self, state: &mut MonitorState) {
+        let Some((new, old)) = state.promoting.clone() else {
+            return;
+        };
+        let Some(n) = self.node(&new) else {
+            state.promoting = None;
+            return;
+        };
+        let failed = n.answers_as(Role::Standby) || (n.is_gone() && n.standby_signal);
+        if n.is_gone() && !n.standby_signal {
+            // Promoted, then down before the monitor saw it as the primary.
+            state.promoting = None;
+        }
+        if !failed {
+            return;
+        }
+        self.log(Event::observed(
+            self.now,
+            "promotion_failed",
+            Some(&new),
+            format!(
+                "{new} is still a standby: its promotion did not take effect{}",
+                old.as_ref()
+                    .map(|o| format!("; {o} remains the last primary"))
+                    .unwrap_or_default()
+            ),
+        ));
+        if let Some(o) = &old {
+            state.superseded.remove(o);
+        }
+        state.roles.insert(new, Role::Standby);
+        state.primary = old;
+        state.promoting = None;
     }
 
     /// For a monitor that never saw the primary: the node the standbys name as their
@@ -420,8 +507,13 @@ impl<'a> Tick<'a> {
 
     /// While the primary is out of sight, a synchronous candidate that comes or goes may
     /// have taken the `sync` role: the primary's last word no longer tells who has every
-    /// commit.
-    fn track_candidates(&mut self, state: &mut MonitorState) {
+    /// commit. Compared with how the candidates were when the primary was last seen
+    /// (`in_sight`: record that), so that one that went silent together with the primary
+    /// counts as a change.
+    fn track_candidates(&mut self, state: &mut MonitorState, in_sight: bool) {
+        if in_sight {
+            state.candidates_seen.clear();
+        }
         let Some(view) = state.sync_view.as_mut() else {
             return;
         };
@@ -440,6 +532,7 @@ impl<'a> Tick<'a> {
             let now = (n.process, n.answered);
             match state.candidates_seen.insert(n.name.clone(), now) {
                 Some(before) if before != now => view.fresh = false,
+                None if !in_sight => view.fresh = false,
                 _ => {}
             }
         }
@@ -523,14 +616,16 @@ impl<'a> Tick<'a> {
                 upstream: new.clone(),
             });
         }
-        if let Some(o) = old.filter(|o| *o != new) {
-            state.superseded.insert(o);
+        if let Some(o) = old.as_ref().filter(|o| **o != new) {
+            state.superseded.insert(o.clone());
         }
+        state.promoting = Some((new.clone(), old));
         state.primary = Some(new.clone());
         state.primary_seen_at_ms = Some(self.now);
         state.roles.insert(new, Role::Primary);
-        state.sync_view = None;
-        state.candidates_seen.clear();
+        // The old primary's sync view (and how its candidates were when it was last seen)
+        // stays: should the promotion not take effect, it still tells who may hold its
+        // commits. A new primary gets its own view when it is first seen.
         state.failovers += 1;
         state.last_failover_at_ms = Some(self.now);
     }
@@ -547,7 +642,7 @@ impl<'a> Tick<'a> {
         Some(timeline::lineage(
             s.path.as_ref()?,
             node.path.as_ref()?,
-            node.end.unwrap_or(crate::postgres::Lsn(u64::MAX)),
+            node.end.unwrap_or(Lsn(u64::MAX)),
         ))
     }
 
@@ -627,6 +722,7 @@ impl<'a> Tick<'a> {
                 return;
             }
         }
+        state.promoting = None;
         if state.primary.as_deref() != Some(&p.name) {
             if state.primary.is_some() {
                 self.log(Event::observed(
@@ -639,40 +735,74 @@ impl<'a> Tick<'a> {
             state.primary = Some(p.name.clone());
         }
         state.primary_seen_at_ms = Some(self.now);
-        state.candidates_seen.clear();
-        if let Some(names) = &p.sync_names {
-            let confirming: Vec<&Downstream> = p
-                .downstreams
-                .iter()
-                .filter(|d| {
-                    d.streaming && matches!(d.sync_state.as_deref(), Some("sync" | "quorum"))
-                })
-                .collect();
-            let floor = confirming
-                .iter()
-                .filter_map(|d| d.flush)
-                .max()
-                .unwrap_or_default();
-            let before = state
-                .sync_view
-                .as_ref()
-                .filter(|v| v.primary == p.name)
-                .map(|v| v.floor)
-                .unwrap_or_default();
-            state.sync_view = Some(SyncView {
-                primary: p.name.clone(),
-                names: names.clone(),
-                confirming: confirming
-                    .iter()
-                    .map(|d| d.application_name.clone())
-                    .collect(),
-                fresh: true,
-                floor: floor.max(before),
-            });
-        }
+        // Started again and answering: a later start is a new story, not a retry.
+        state.retries.remove(&format!("start:{}", p.name));
+        self.watch_sync(state, p);
+        self.track_candidates(state, true);
         self.standbys(state, p);
         self.slots(state);
         self.sync(state, p);
+    }
+
+    /// Updates what the primary's synchronous replication guarantees. The floor bounds
+    /// every commit acknowledged so far: the most WAL any confirming standby reported
+    /// flushed, while the monitor watches without a gap and the confirming set stays the
+    /// same. It must not trust a standby's position more than PostgreSQL does: a walsender
+    /// is `sync` once it has *sent* the WAL, not once the standby flushed it, so a standby
+    /// that took the `sync` (or `quorum`) role over may still lack commits its predecessor
+    /// confirmed; and one that left between two ticks may have confirmed commits nobody saw
+    /// it flush. Like Patroni, which counts a new synchronous standby only once it flushed
+    /// up to the primary's position at the time it became one, the floor rises to the
+    /// primary's own position whenever the monitor cannot vouch for the history: on first
+    /// sight of this primary (a restarted monitor, a primary started again, one back in
+    /// sight after a silence) and when a standby joins or leaves the confirming set.
+    fn watch_sync(&mut self, state: &mut MonitorState, p: &NodeObs) {
+        let Some(names) = &p.sync_names else {
+            // Not read this tick: a gap in the watch.
+            if let Some(v) = state.sync_view.as_mut().filter(|v| v.primary == p.name) {
+                v.fresh = false;
+            }
+            return;
+        };
+        let confirming: Vec<&Downstream> = p
+            .downstreams
+            .iter()
+            .filter(|d| d.streaming && matches!(d.sync_state.as_deref(), Some("sync" | "quorum")))
+            .collect();
+        let confirmed = confirming
+            .iter()
+            .filter_map(|d| d.flush)
+            .max()
+            .unwrap_or_default();
+        let apps: BTreeSet<String> = confirming
+            .iter()
+            .map(|d| d.application_name.to_ascii_lowercase())
+            .collect();
+        let before = state.sync_view.as_ref().filter(|v| v.primary == p.name);
+        let watched = self.watched_before.as_deref() == Some(p.name.as_str());
+        let same_set = before.is_some_and(|v| {
+            v.confirming
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect::<BTreeSet<_>>()
+                == apps
+        });
+        let mut floor = confirmed.max(before.map(|v| v.floor).unwrap_or_default());
+        if !watched || !same_set {
+            // An unknown position could hide any acknowledged commit.
+            floor = floor.max(p.end.unwrap_or(Lsn(u64::MAX)));
+        }
+        state.sync_view = Some(SyncView {
+            primary: p.name.clone(),
+            names: names.clone(),
+            confirming: confirming
+                .iter()
+                .map(|d| d.application_name.clone())
+                .collect(),
+            fresh: true,
+            floor,
+        });
+        state.watched = Some(p.name.clone());
     }
 
     fn standbys(&mut self, state: &mut MonitorState, p: &NodeObs) {

@@ -375,9 +375,23 @@ fn under_sync_only_a_synchronous_standby_is_promoted() {
         sync_primary(0, ["sync", "potential"], [1000, 900]),
         streaming([1000, 1000, 900]),
     ));
-    acts(&i, &mut st, &o);
-    // pg1 (async) received the most; sync3 is gone.
+    let mut running = st.clone();
+    acts(&i, &mut running, &o);
+    // sync3 died with the primary: it may have taken the `sync` role over in between
+    // (sync2 lost its connection for a moment) and confirmed commits sync2 lacks.
     let o = primary_died(100, orphans([Some(1200), Some(1000), None]));
+    assert_eq!(promoted(&acts(&i, &mut running.clone(), &o)), None);
+
+    // sync3 was already gone when the primary was last seen: only sync2 confirmed since.
+    let [a, b, _] = streaming([1000, 1000, 900]);
+    let mut p = sync_primary(0, ["sync", "potential"], [1000, 900]);
+    p.downstreams.retain(|d| d.application_name != "sync3");
+    acts(
+        &i,
+        &mut st,
+        &fix_names(lab(0, p, [a, b, silent("sync3", Process::Gone)])),
+    );
+    // pg1 (async) received the most.
     assert_eq!(promoted(&acts(&i, &mut st.clone(), &o)), Some("pg2"));
 
     // Only the async standby is left: no promotion; the old primary is started again.
@@ -734,4 +748,257 @@ fn a_former_primary_that_runs_without_answering_next_to_a_new_one_is_fenced() {
     let a = acts(&i, &mut st, &Observation { at_ms: 200, ..o });
     assert_eq!(only_actions(&a), [&Action::Fence { node: "pg0".into() }]);
     assert!(!a.iter().any(|a| matches!(a, Action::Log(_))));
+}
+
+/// The lab under FIRST 1 (sync2, sync3) with the primary at `end`.
+fn first_primary(end: u64, downstreams: Vec<Downstream>) -> NodeObs {
+    let mut p = primary("pg0", end);
+    p.sync_names = Some("FIRST 1 (\"sync2\", \"sync3\")".into());
+    p.downstreams = downstreams;
+    p
+}
+
+/// The lab streaming under FIRST 1: pg1, sync2, sync3 at `lsn`, the candidates in these
+/// sync states.
+fn first_lab(end: u64, sync_state: [&str; 2], lsn: [u64; 3]) -> (NodeObs, [NodeObs; 3]) {
+    let p = first_primary(
+        end,
+        vec![
+            downstream("pg1", "async", lsn[0]),
+            downstream("sync2", sync_state[0], lsn[1]),
+            downstream("sync3", sync_state[1], lsn[2]),
+        ],
+    );
+    (p, streaming(lsn))
+}
+
+/// One tick of the lab (standbys named as the intent names them).
+fn watch(i: &Intent, st: &mut MonitorState, at: u64, p: NodeObs, s: [NodeObs; 3]) -> Vec<Action> {
+    acts(i, st, &fix_names(lab(at, p, s)))
+}
+
+fn has_event(a: &[Action], code: &str) -> bool {
+    a.iter()
+        .any(|a| matches!(a, Action::Log(e) if e.code == code))
+}
+
+#[test]
+fn a_restarted_monitor_does_not_trust_a_sync_standby_for_commits_confirmed_before_it_looked() {
+    // sync2 confirmed 1001 and died; sync3 took the `sync` role over while still at 1000
+    // (PostgreSQL calls it `sync` once the WAL is sent, not flushed). The monitor was
+    // restarted in between: it first sees the primary now.
+    let i = intent(Some(SyncMethod::First));
+    let mut st = MonitorState::default();
+    let o = fix_names(lab(
+        0,
+        first_primary(
+            1001,
+            vec![
+                downstream("pg1", "async", 1001),
+                downstream("sync3", "sync", 1000),
+            ],
+        ),
+        [
+            standby("pg1", "pg0", 1001, 0),
+            silent("sync2", Process::Gone),
+            standby("sync3", "pg0", 1000, 0),
+        ],
+    ));
+    acts(&i, &mut st, &o);
+    let o = primary_died(100, orphans([Some(1001), None, Some(1000)]));
+    let a = acts(&i, &mut st.clone(), &o);
+    assert_eq!(promoted(&a), None, "{a:?}");
+    // Once it has flushed what the primary had when first seen, it may take over.
+    let o = primary_died(100, orphans([Some(1001), None, Some(1001)]));
+    assert_eq!(promoted(&acts(&i, &mut st, &o)), Some("pg3"));
+}
+
+#[test]
+fn a_standby_that_leaves_the_confirming_set_may_have_confirmed_more_than_was_seen() {
+    // Under ANY 1 both candidates confirm; between two ticks sync2 confirmed 1001 alone
+    // and died: the tick after shows only sync3, at 1000, and the primary at 1001.
+    let i = intent(Some(SyncMethod::Any));
+    let mut st = MonitorState::default();
+    let any = |end: u64, d: Vec<Downstream>| {
+        let mut p = primary("pg0", end);
+        p.sync_names = Some("ANY 1 (\"sync2\", \"sync3\")".into());
+        p.downstreams = d;
+        p
+    };
+    watch(
+        &i,
+        &mut st,
+        0,
+        any(
+            1000,
+            vec![
+                downstream("sync2", "quorum", 1000),
+                downstream("sync3", "quorum", 1000),
+            ],
+        ),
+        streaming([1000, 1000, 1000]),
+    );
+    watch(
+        &i,
+        &mut st,
+        100,
+        any(1001, vec![downstream("sync3", "quorum", 1000)]),
+        [
+            standby("pg1", "pg0", 1000, 0),
+            silent("sync2", Process::Gone),
+            standby("sync3", "pg0", 1000, 0),
+        ],
+    );
+    let o = primary_died(200, orphans([Some(1000), None, Some(1000)]));
+    assert_eq!(promoted(&acts(&i, &mut st, &o)), None);
+}
+
+#[test]
+fn a_promotion_that_did_not_take_effect_leaves_the_old_primary_the_last_one() {
+    // sync2 confirmed 1001; sync3 lags at 1000. The promotion of sync2 fails: it still
+    // answers as a standby. Taking it for the last primary would make sync3 the only
+    // synchronous candidate (sync2 is not its own standby) and lose 1001.
+    let i = intent(Some(SyncMethod::First));
+    let mut st = MonitorState::default();
+    let (p, s) = first_lab(1001, ["sync", "potential"], [1001, 1001, 1000]);
+    watch(&i, &mut st, 0, p, s);
+    let o = primary_died(100, orphans([Some(1001), Some(1001), Some(1000)]));
+    assert_eq!(promoted(&acts(&i, &mut st, &o)), Some("pg2"));
+    let o = primary_died(1_100, orphans([Some(1001), Some(1001), Some(1000)]));
+    let a = acts(&i, &mut st, &o);
+    assert!(has_event(&a, "promotion_failed"), "{a:?}");
+    assert_eq!(promoted(&a), Some("pg2"), "{a:?}");
+    assert_eq!(st.primary.as_deref(), Some("pg2"));
+
+    // Promoted, then down before anyone saw it as the primary: it was the primary, and
+    // the standbys that did not follow it yet cannot take over from it.
+    let o = primary_died(
+        2_100,
+        [
+            orphan("pg1", 1001),
+            gone("pg2", tl(2, "1\t0/3E9\tx\n"), None, false),
+            orphan("sync3", 1000),
+        ],
+    );
+    let a = acts(&i, &mut st, &o);
+    assert!(!has_event(&a, "promotion_failed"), "{a:?}");
+    assert_eq!(promoted(&a), None, "{a:?}");
+    assert!(only_actions(&a).contains(&&Action::StartPrimary { node: "pg2".into() }));
+}
+
+#[test]
+fn a_monitor_cut_off_from_every_server_does_nothing_though_the_runtime_reports_one_gone() {
+    let i = intent(None);
+    let mut st = MonitorState::default();
+    acts(&i, &mut st, &fix_names(healthy(0)));
+    let o = |at| {
+        fix_names(lab(
+            at,
+            silent("pg0", Process::Running),
+            [
+                silent("pg1", Process::Running),
+                silent("sync2", Process::Running),
+                silent("sync3", Process::Gone),
+            ],
+        ))
+    };
+    for at in [5_000, 10_000, 60_000] {
+        let a = acts(&i, &mut st, &o(at));
+        assert!(only_actions(&a).is_empty(), "{a:?}");
+    }
+    // It sees a standby again: the timeout starts then.
+    let mut back = o(61_000);
+    back.nodes[1] = orphan("pg1", 1000);
+    assert!(only_actions(&acts(&i, &mut st, &back)).is_empty());
+    let back = Observation {
+        at_ms: 61_000 + T,
+        ..back
+    };
+    assert_eq!(fenced(&acts(&i, &mut st, &back)), ["pg0"]);
+}
+
+#[test]
+fn a_silent_primary_nobody_could_replace_is_left_alone_a_frozen_one_is_restarted() {
+    // Partition {pg0, sync2} | {monitor, pg1, sync3}: sync2 may confirm pg0's commits on
+    // the far side, so sync3 may lack them; nothing could take over.
+    let i = intent(Some(SyncMethod::First));
+    let mut st = MonitorState::default();
+    let (p, s) = first_lab(1000, ["potential", "sync"], [1000, 1000, 1000]);
+    watch(&i, &mut st, 0, p, s);
+    let cut = |at, process| {
+        fix_names(lab(
+            at,
+            silent("pg0", process),
+            [
+                orphan("pg1", 1000),
+                silent("sync2", Process::Running),
+                orphan("sync3", 1000),
+            ],
+        ))
+    };
+    let mut running = st.clone();
+    acts(&i, &mut running, &cut(100, Process::Running));
+    let a = acts(&i, &mut running, &cut(100 + T, Process::Running));
+    assert!(only_actions(&a).is_empty(), "{a:?}");
+    assert!(has_event(&a, "no_takeover"), "{a:?}");
+
+    // Frozen, it serves nobody: fenced, then (still no candidate) started again in place.
+    acts(&i, &mut st, &cut(100, Process::Frozen));
+    let a = acts(&i, &mut st, &cut(100 + T, Process::Frozen));
+    assert_eq!(fenced(&a), ["pg0"]);
+    let o = fix_names(lab(
+        200 + T,
+        gone("pg0", tl(1, ""), None, false),
+        [
+            orphan("pg1", 1000),
+            silent("sync2", Process::Running),
+            orphan("sync3", 1000),
+        ],
+    ));
+    let a = acts(&i, &mut st, &o);
+    assert_eq!(promoted(&a), None, "{a:?}");
+    assert!(only_actions(&a).contains(&&Action::StartPrimary { node: "pg0".into() }));
+}
+
+#[test]
+fn a_failover_while_sync_is_degraded_keeps_the_commits_confirmed_before() {
+    let mut i = intent(Some(SyncMethod::First));
+    i.on_sync_loss = OnSyncLoss::Degrade;
+    let mut st = MonitorState::default();
+    // sync2 confirmed 1001, then died with sync3 already gone; the primary was degraded.
+    watch(
+        &i,
+        &mut st,
+        0,
+        first_primary(
+            1001,
+            vec![
+                downstream("pg1", "async", 1000),
+                downstream("sync2", "sync", 1001),
+            ],
+        ),
+        [
+            standby("pg1", "pg0", 1000, 0),
+            standby("sync2", "pg0", 1001, 0),
+            silent("sync3", Process::Gone),
+        ],
+    );
+    let mut p = first_primary(1001, vec![downstream("pg1", "async", 1000)]);
+    p.sync_names = Some(String::new());
+    watch(
+        &i,
+        &mut st,
+        100,
+        p,
+        [
+            standby("pg1", "pg0", 1000, 0),
+            silent("sync2", Process::Gone),
+            silent("sync3", Process::Gone),
+        ],
+    );
+    let o = primary_died(200, orphans([Some(1000), None, None]));
+    assert_eq!(promoted(&acts(&i, &mut st.clone(), &o)), None);
+    // The async standby had it all: the loss degrading accepts is not this one.
+    let o = primary_died(200, orphans([Some(1001), None, None]));
+    assert_eq!(promoted(&acts(&i, &mut st, &o)), Some("pg1"));
 }
