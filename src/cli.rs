@@ -165,6 +165,9 @@ needs rejoin, synchronous replication that blocks commits, no standby holding a 
     /// The netns runtime's packet delayer (started by `pgrepl net delay`, not by hand).
     #[command(name = "__net-delayer", hide = true)]
     NetDelayer(NetDelayerArgs),
+    /// Print an HAProxy configuration: a read-write frontend on the primary and a read-only
+    /// one over the streaming standbys, checked on the monitor's health endpoints.
+    HaproxyConfig(HaproxyConfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +249,28 @@ pub struct ComposeExportArgs {
     /// Overwrite FILE when it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HaproxyConfigArgs {
+    /// The monitor's health endpoints: node i answers on this port + i.
+    #[arg(long, default_value_t = pgrepl_core::monitor::haproxy::DEFAULT_HTTP_BASE_PORT)]
+    pub http_base_port: u16,
+    /// The address the monitor's health endpoints listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub http_host: std::net::IpAddr,
+    /// The address HAProxy listens on for clients.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// The read-write frontend's port (default: the cluster's first port + 100).
+    #[arg(long)]
+    pub rw_port: Option<u16>,
+    /// The read-only frontend's port (default: the cluster's first port + 101).
+    #[arg(long)]
+    pub ro_port: Option<u16>,
+    /// Also send reads to the primary (check /read-only instead of /replica).
+    #[arg(long)]
+    pub ro_includes_primary: bool,
 }
 
 #[derive(Args, Debug)]

@@ -82,6 +82,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Failover(a) => failover::failover(&opts, a).await,
         Command::Switchover(a) => failover::switchover(&opts, a).await,
         Command::Rejoin(a) => failover::rejoin(&opts, a).await,
+        Command::HaproxyConfig(a) => haproxy_config(&opts, a),
         Command::Status(a) => status(&opts, a).await,
         Command::Load(LoadCmd::Wal(a)) => load_wal(&opts, a).await,
         Command::Start(a) => each_node(&opts, a, NodeAction::Start).await,
@@ -187,6 +188,31 @@ pub(crate) async fn open_locked(
     opts: &Options,
 ) -> Result<(Cluster, pgrepl_core::cluster::ClusterLock)> {
     Ok(Cluster::open_locked(opts, false, &Spinner::new()).await?)
+}
+
+fn haproxy_config(opts: &Options, a: HaproxyConfigArgs) -> Result<ExitCode> {
+    use pgrepl_core::monitor::haproxy;
+    let spec = ClusterSpec::load(&opts.config)?;
+    let defaults = haproxy::Options::for_spec(&spec);
+    let o = haproxy::Options {
+        http_host: a.http_host,
+        http_base_port: a.http_base_port,
+        bind: a.bind,
+        rw_port: a.rw_port.unwrap_or(defaults.rw_port),
+        ro_port: a.ro_port.unwrap_or(defaults.ro_port),
+        ro_includes_primary: a.ro_includes_primary,
+    };
+    if o.rw_port == o.ro_port {
+        bail!(
+            "--rw-port and --ro-port are both {}: give the read-only frontend another port",
+            o.rw_port
+        );
+    }
+    print!(
+        "{}",
+        haproxy::config(&spec, &o).map_err(anyhow::Error::msg)?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {

@@ -13,6 +13,7 @@ pub mod cluster_dir;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;
+pub mod monitor;
 pub mod node;
 pub mod observe;
 pub mod ops;
