@@ -388,25 +388,43 @@ fn freeze_and_partition_in_the_containers() {
         c.sql("pg1", "SELECT count(*) FROM pg_class WHERE relname = 'cut'"),
         "0"
     );
-    let e = rt
-        .block_on(runtime.apply_fault(
-            &pg1,
-            &NetFault::Delay {
-                delay: Duration::from_millis(100),
-                jitter: Duration::ZERO,
-            },
-        ))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("not available on the docker runtime") && !e.contains('\n'),
-        "{e}"
-    );
     rt.block_on(runtime.heal(&pg1)).unwrap();
     assert!(rt.block_on(runtime.faults(&pg1)).unwrap().is_empty());
     c.wait_sql("pg1", "SELECT count(*) FROM cut", "1");
     // Docker's own rules in the namespace (its DNS) survived: pg1 still resolves pg0.
     assert!(rt.block_on(runtime.can_reach(&pg1, &pg0, timeout)).unwrap());
+
+    // A delay: the netns runtime's delayer, in the container's network namespace.
+    c.ok(&["net", "delay", "pg1", "50ms"]);
+    assert_eq!(
+        node(&c.status(), "pg1")["faults"],
+        serde_json::json!([{"kind": "delay", "delay": "50ms", "jitter": "0s"}])
+    );
+    c.ok(&["net", "heal", "pg1"]);
+    assert_eq!(node(&c.status(), "pg1")["faults"], serde_json::json!([]));
+    // A delayer whose container goes does not keep its dead network alive.
+    c.ok(&["net", "delay", "pg1", "50ms"]);
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &container(&c, "pg1")]);
+    let netns = format!("/proc/{}/ns/net", pid.trim());
+    let delayers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .filter(|cmd| cmd.contains("__net-delayer") && cmd.contains(&netns))
+            .count()
+    };
+    assert_eq!(delayers(), 1);
+    docker_ok(&["stop", &container(&c, "pg1")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while delayers() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delayer outlived its container"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `compose export` writes a file docker-compose runs the same cluster from.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use pgrepl_core::cluster::Options;
 use pgrepl_core::ops;
-use pgrepl_core::runtime::netns::delayer;
+use pgrepl_core::runtime::netfault::delayer;
 
 use crate::cli::{NetCmd, NetDelayerArgs};
 

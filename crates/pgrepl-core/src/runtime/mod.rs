@@ -12,6 +12,7 @@ pub mod docker;
 pub mod enter;
 pub mod fault;
 pub mod local;
+pub mod netfault;
 pub mod netns;
 pub mod runner;
 pub mod signals;

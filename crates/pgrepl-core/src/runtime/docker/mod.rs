@@ -28,6 +28,7 @@ use tokio::sync::OnceCell;
 use crate::error::{Error, Result, ResultExt};
 use crate::postgres::PgInstall;
 use crate::progress::Progress;
+use crate::runtime::netfault::rules;
 use crate::runtime::{
     self, signals, Endpoint, Listen, NetFault, ProcessState, Runner, Runtime, StopMode,
 };
@@ -671,8 +672,13 @@ impl Runtime for DockerRuntime {
         ))
     }
 
+    fn check_network_faults(&self) -> Result<()> {
+        crate::runtime::netfault::tools::fault_preconditions()
+    }
+
     async fn apply_fault(&self, node: &NodeSpec, fault: &NetFault) -> Result<()> {
-        let pid = self.running_pid(node).await?;
+        crate::runtime::netfault::tools::fault_preconditions()?;
+        let ns = faults::netns_path(self.running_pid(node).await?);
         match fault {
             NetFault::Partition { from, host } => {
                 let mut peers = Vec::new();
@@ -689,14 +695,15 @@ impl Runtime for DockerRuntime {
                     });
                 }
                 if *host {
-                    peers.push((faults::HOST_TAG.into(), self.subnet.gateway()));
+                    peers.push((rules::HOST_TAG.into(), self.subnet.gateway()));
                 }
-                faults::partition(pid, &peers).await
+                rules::partition(&ns, faults::IFACE, &peers).await
             }
-            NetFault::Loss { percent } => faults::loss(pid, *percent).await,
-            NetFault::Delay { .. } => Err(Error::Invalid(
-                "a network delay is not available on the docker runtime yet (partition and loss are): use the netns runtime for delays".into(),
-            )),
+            NetFault::Loss { percent } => rules::loss(&ns, faults::IFACE, *percent).await,
+            NetFault::Delay { delay, jitter } => {
+                let log = crate::runtime::log_file(&self.dir, &format!("{}.delayer", node.name));
+                rules::delay(&ns, faults::IFACE, *delay, *jitter, &log).await
+            }
         }
     }
 
@@ -704,14 +711,24 @@ impl Runtime for DockerRuntime {
         match self.inspect_own(node).await?.filter(|c| c.running) {
             // A stopped container has no network namespace, so no fault.
             None => Ok(()),
-            Some(c) => faults::heal(c.pid).await,
+            Some(c) => rules::heal(&faults::netns_path(c.pid), faults::IFACE).await,
         }
     }
 
     async fn faults(&self, node: &NodeSpec) -> Result<Vec<NetFault>> {
         match self.inspect_own(node).await?.filter(|c| c.running) {
             None => Ok(Vec::new()),
-            Some(c) => Ok(faults::active(c.pid).await),
+            Some(c) => {
+                let nodes: Vec<String> = self
+                    .order
+                    .iter()
+                    .filter(|n| **n != node.name)
+                    .cloned()
+                    .collect();
+                Ok(rules::active(&faults::netns_path(c.pid), faults::IFACE)
+                    .await
+                    .faults(&nodes))
+            }
         }
     }
 

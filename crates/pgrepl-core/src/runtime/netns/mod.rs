@@ -8,10 +8,8 @@
 //! Node addresses follow the order of the nodes in the cluster file: the first is `.10`, the
 //! next `.11`, and so on; the host is `.1`.
 
-pub mod delayer;
 pub mod naming;
 pub mod network;
-pub mod rules;
 pub mod subnet;
 
 use std::net::Ipv4Addr;
@@ -24,6 +22,7 @@ use crate::postgres::PgInstall;
 use crate::progress::Progress;
 use crate::runtime::enter::{self, Enter};
 use crate::runtime::local::LocalRuntime;
+use crate::runtime::netfault::rules::{self, HOST_TAG};
 use crate::runtime::{Endpoint, Listen, NetFault, ProcessState, Runner, Runtime, StopMode};
 use crate::spec::{ClusterSpec, NodeSpec, RuntimeKind};
 
@@ -135,9 +134,6 @@ impl NetnsRuntime {
             .collect()
     }
 }
-
-/// The tag of the host in partition rules.
-const HOST_TAG: &str = "host";
 
 fn missing_subnet(net: &ClusterNet) -> Error {
     let slot = u32::from_str_radix(&net.id[..4], 16).unwrap_or(0) % (254 * 256);
@@ -326,8 +322,13 @@ impl Runtime for NetnsRuntime {
                 node.name
             );
         }
-        let peers = self.peers(node);
-        Ok(to_faults(&active, &peers))
+        let nodes: Vec<String> = self
+            .peers(node)
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| t != HOST_TAG)
+            .collect();
+        Ok(active.faults(&nodes))
     }
 
     async fn can_reach(&self, from: &NodeSpec, to: &NodeSpec, timeout: Duration) -> Result<bool> {
@@ -343,39 +344,6 @@ impl Runtime for NetnsRuntime {
     }
 }
 
-/// The faults a node's rules amount to: one partition (from every other node when all of
-/// them are cut, which `from: []` says), the loss, the delay.
-fn to_faults(active: &rules::Active, peers: &[(String, Ipv4Addr)]) -> Vec<NetFault> {
-    let mut out = Vec::new();
-    let cut = &active.partitioned_from;
-    let host = cut.iter().any(|t| t == HOST_TAG);
-    let nodes: Vec<String> = peers
-        .iter()
-        .map(|(t, _)| t.clone())
-        .filter(|t| t != HOST_TAG && cut.contains(t))
-        .collect();
-    let every_node = peers
-        .iter()
-        .filter(|(t, _)| t != HOST_TAG)
-        .all(|(t, _)| cut.contains(t));
-    if host || !nodes.is_empty() {
-        out.push(NetFault::Partition {
-            from: if every_node { Vec::new() } else { nodes },
-            host,
-        });
-    }
-    if let Some(d) = &active.delay {
-        out.push(NetFault::Delay {
-            delay: d.delay,
-            jitter: d.jitter,
-        });
-    }
-    if let Some(percent) = active.loss_percent {
-        out.push(NetFault::Loss { percent });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +357,14 @@ mod tests {
         ]
     }
 
+    fn node_tags() -> Vec<String> {
+        peers()
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| t != HOST_TAG)
+            .collect()
+    }
+
     fn cut(tags: &[&str]) -> rules::Active {
         rules::Active {
             partitioned_from: tags.iter().map(|t| t.to_string()).collect(),
@@ -399,30 +375,30 @@ mod tests {
     #[test]
     fn rules_read_back_as_fault_values() {
         assert_eq!(
-            to_faults(&cut(&["pg0", "pg2", "host"]), &peers()),
+            cut(&["pg0", "pg2", "host"]).faults(&node_tags()),
             vec![NetFault::Partition {
                 from: vec![],
                 host: true
             }]
         );
         assert_eq!(
-            to_faults(&cut(&["pg0", "pg2"]), &peers()),
+            cut(&["pg0", "pg2"]).faults(&node_tags()),
             vec![NetFault::Partition {
                 from: vec![],
                 host: false
             }]
         );
         assert_eq!(
-            to_faults(&cut(&["pg2"]), &peers()),
+            cut(&["pg2"]).faults(&node_tags()),
             vec![NetFault::Partition {
                 from: vec!["pg2".into()],
                 host: false
             }]
         );
-        assert!(to_faults(&cut(&[]), &peers()).is_empty());
+        assert!(cut(&[]).faults(&node_tags()).is_empty());
         let a = rules::Active {
             loss_percent: Some(5.0),
-            delay: Some(delayer::Delay {
+            delay: Some(crate::runtime::netfault::delayer::Delay {
                 queue: 0,
                 delay: Duration::from_millis(50),
                 jitter: Duration::ZERO,
@@ -430,7 +406,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            to_faults(&a, &peers()),
+            a.faults(&node_tags()),
             vec![
                 NetFault::Delay {
                     delay: Duration::from_millis(50),

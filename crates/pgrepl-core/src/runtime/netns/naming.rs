@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of every pgrepl namespace and host veth.
 pub const PREFIX: &str = "pgrepl-";
-pub const NETNS_DIR: &str = "/run/netns";
+pub use crate::runtime::netfault::tools::{ns_path, NETNS_DIR};
 
 /// Fixed names inside the cluster's namespaces, where nothing else lives to clash with them.
 pub const BRIDGE: &str = "br0";
@@ -61,15 +61,6 @@ impl ClusterNet {
 
     pub fn alias(&self) -> String {
         format!("pgrepl:{}", self.dir)
-    }
-}
-
-/// The file of a named namespace; a path (a container's `/proc/PID/ns/net`) is its own file.
-pub fn ns_path(name: &str) -> PathBuf {
-    if name.contains('/') {
-        PathBuf::from(name)
-    } else {
-        Path::new(NETNS_DIR).join(name)
     }
 }
 

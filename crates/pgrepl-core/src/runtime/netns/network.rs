@@ -16,123 +16,18 @@
 //! The network is built with batched `ip -b -` (2 + N processes, tens of milliseconds), text
 //! a human can replay by hand.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use crate::error::{Error, Result, ResultExt};
-use crate::runtime::enter::{self, Enter};
-use crate::runtime::netns::delayer;
+use crate::runtime::enter;
+use crate::runtime::netfault::delayer;
+pub use crate::runtime::netfault::tools::{exec, preconditions};
 use crate::runtime::netns::naming::{self, ClusterNet, BRIDGE, NODE_IF, SWITCH_HOST_PORT};
 use crate::runtime::netns::subnet::{self, Net4};
-
-/// The programs the netns runtime runs, and the Debian package of each.
-const TOOLS: [(&str, &str); 3] = [
-    ("ip", "iproute2"),
-    ("nft", "nftables"),
-    ("iptables", "iptables"),
-];
 
 /// Serializes "check the subnet, then create" between pgrepl processes: two `up`s of
 /// different clusters must not both take a /24 the other is about to create.
 const LOCK_FILE: &str = "/run/pgrepl/net.lock";
-
-/// Where a tool is, or None.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    // iptables-nft reaches the kernel's nf_tables: the delay rule needs its NFQUEUE target
-    // (nft_compat), which the legacy iptables backend would put elsewhere.
-    let names: &[&str] = if name == "iptables" {
-        &["iptables-nft", "iptables"]
-    } else {
-        &[name]
-    };
-    names.iter().find_map(|n| {
-        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-            .iter()
-            .map(|d| Path::new(d).join(n))
-            .find(|p| p.is_file())
-    })
-}
-
-pub fn tool(name: &str) -> PathBuf {
-    static FOUND: OnceLock<Vec<(String, Option<PathBuf>)>> = OnceLock::new();
-    FOUND
-        .get_or_init(|| {
-            TOOLS
-                .iter()
-                .map(|(t, _)| (t.to_string(), find_tool(t)))
-                .collect()
-        })
-        .iter()
-        .find(|(t, _)| t == name)
-        .and_then(|(_, p)| p.clone())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// Root and the tools, before anything is changed: one line each, naming the fix.
-pub fn preconditions() -> Result<()> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Err(Error::Precondition(
-            "the netns runtime needs root (it creates network namespaces): run pgrepl as root, or use the local runtime (`pgrepl init --force --runtime local`)".into(),
-        ));
-    }
-    for (name, package) in TOOLS {
-        if find_tool(name).is_none() {
-            return Err(Error::Precondition(format!(
-                "the netns runtime needs `{name}`, which is not installed: install it with `apt-get install -y {package}`"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Runs a network tool as root, in namespace `netns` when given, feeding `stdin`; a failure
-/// carries its stderr.
-pub async fn exec(
-    program: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    netns: Option<&str>,
-) -> Result<String> {
-    use std::process::Stdio;
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new(tool(program));
-    cmd.args(args)
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(ns) = netns {
-        Enter::netns(&naming::ns_path(ns))
-            .what(|| format!("cannot enter network namespace {ns}"))?
-            .install(&mut cmd);
-    }
-    let what = format!("{program} {}", args.join(" "));
-    tracing::debug!(%what, ?netns, stdin, "running");
-    let mut child = cmd.spawn().what(|| format!("cannot run {program}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .what(|| format!("cannot write to {program}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .what(|| format!("cannot run {program}"))?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            what: match netns {
-                Some(ns) => format!("{what} (in {ns})"),
-                None => what,
-            },
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// The lock of [`LOCK_FILE`], held until dropped.
 pub struct NetLock(#[allow(dead_code)] std::fs::File);

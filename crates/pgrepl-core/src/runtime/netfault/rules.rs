@@ -16,10 +16,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::runtime::netns::delayer::{self, Delay};
-use crate::runtime::netns::network::exec;
+use crate::runtime::netfault::delayer::{self, Delay};
+use crate::runtime::netfault::tools::exec;
+use crate::runtime::NetFault;
 
 const TABLE: &str = "pgrepl";
+/// The tag of the host's side of a partition (pgrepl itself, clients on this machine).
+pub const HOST_TAG: &str = "host";
 const DELAY_TAG: &str = "pgrepl:delay";
 
 /// What is in force in a namespace.
@@ -32,6 +35,35 @@ pub struct Active {
     pub delay: Option<Delay>,
     /// A delay rule with no delayer (packets pass: no delay is in force).
     pub delay_rule_without_delayer: bool,
+}
+
+impl Active {
+    /// The faults these rules amount to, for a node whose peers are `nodes` (the other
+    /// nodes' tags): one partition (from every other node when all of them are cut, which
+    /// `from: []` says), the delay, the loss.
+    pub fn faults(&self, nodes: &[String]) -> Vec<NetFault> {
+        let mut out = Vec::new();
+        let cut = &self.partitioned_from;
+        let host = cut.iter().any(|t| t == HOST_TAG);
+        let from: Vec<String> = nodes.iter().filter(|t| cut.contains(t)).cloned().collect();
+        let every_node = nodes.iter().all(|t| cut.contains(t));
+        if host || !from.is_empty() {
+            out.push(NetFault::Partition {
+                from: if every_node { Vec::new() } else { from },
+                host,
+            });
+        }
+        if let Some(d) = &self.delay {
+            out.push(NetFault::Delay {
+                delay: d.delay,
+                jitter: d.jitter,
+            });
+        }
+        if let Some(percent) = self.loss_percent {
+            out.push(NetFault::Loss { percent });
+        }
+        out
+    }
 }
 
 /// The table on `iface`; `add` of what exists is a no-op for nft, so every script starts so.

@@ -22,7 +22,7 @@ use rand::Rng;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::runtime::enter::{self, Enter};
-use crate::runtime::netns::naming;
+use crate::runtime::netfault::tools as naming;
 use crate::runtime::signals;
 
 /// The hidden subcommand: `pgrepl __net-delayer --netns NAME --queue N --delay D --jitter J`.
@@ -155,7 +155,11 @@ pub fn run_process(netns: &str, d: &Delay) -> std::result::Result<(), String> {
     let file = std::fs::File::open(naming::ns_path(netns)).map_err(|e| format!("{netns}: {e}"))?;
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("cannot enter {netns}: {e}"))?;
-    run(d, || {
+    // A container's namespace (entered through its process) goes with the container: a
+    // delayer left alone in it would keep a dead namespace alive for nothing. A named
+    // namespace outlives its node's restarts, and so does its delay.
+    let exit_when_alone = netns.starts_with("/proc/");
+    run(d, exit_when_alone, || {
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready").and_then(|_| out.flush());
@@ -207,8 +211,16 @@ struct Held {
     msg: nfq::Message,
 }
 
+/// How often a delayer that may outlive its node looks for company.
+const ALONE_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether no other process shares this process's network namespace.
+fn alone() -> bool {
+    enter::pids_in(Path::new("/proc/self/ns/net")).len() <= 1
+}
+
 /// The loop: one thread, no busy wait. `ready` is called once the queue is bound.
-fn run(d: &Delay, ready: impl FnOnce()) -> std::io::Result<()> {
+fn run(d: &Delay, exit_when_alone: bool, ready: impl FnOnce()) -> std::io::Result<()> {
     let act = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(), // no SA_RESTART: ppoll must return EINTR
@@ -247,7 +259,15 @@ fn run(d: &Delay, ready: impl FnOnce()) -> std::io::Result<()> {
     let mut rng = rand::thread_rng();
     let jitter_us = d.jitter.as_micros() as i64;
     let mut released: u64 = 0;
+    let mut next_check = Instant::now() + ALONE_CHECK;
     loop {
+        if exit_when_alone && Instant::now() >= next_check {
+            next_check = Instant::now() + ALONE_CHECK;
+            if alone() {
+                eprintln!("delayer: no other process is left in the node's network: stopping");
+                STOP.store(true, Ordering::SeqCst);
+            }
+        }
         if STOP.load(Ordering::SeqCst) {
             for h in held.drain(..) {
                 release(&mut q, h.msg)?;
@@ -260,9 +280,13 @@ fn run(d: &Delay, ready: impl FnOnce()) -> std::io::Result<()> {
             release(&mut q, held.pop_front().expect("front exists").msg)?;
             released += 1;
         }
-        let timeout = held
-            .front()
-            .map(|h| nix::sys::time::TimeSpec::from_duration(h.until - now));
+        let wake = match held.front() {
+            Some(h) if !exit_when_alone => Some(h.until),
+            Some(h) => Some(h.until.min(next_check)),
+            None => exit_when_alone.then_some(next_check),
+        };
+        let timeout =
+            wake.map(|w| nix::sys::time::TimeSpec::from_duration(w.saturating_duration_since(now)));
         // SAFETY: fd belongs to `q`, which outlives this borrow.
         let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
         let mut fds = [nix::poll::PollFd::new(bfd, nix::poll::PollFlags::POLLIN)];
