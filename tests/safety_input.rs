@@ -57,54 +57,8 @@ fn set_data_dir(c: &TestCluster, dir: &Path) {
 }
 
 /// A node's port (pg0 has the base port, pg1 the next, ...).
-fn port(c: &TestCluster, node: &str) -> u16 {
-    c.base_port + node.trim_start_matches("pg").parse::<u16>().unwrap()
-}
-
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-/// The superuser's password, from the cluster's passfile.
-fn superuser_password(c: &TestCluster) -> String {
-    std::fs::read_to_string(c.cluster_dir().join("pgpass"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let f: Vec<&str> = l.splitn(5, ':').collect();
-            (f.len() == 5 && f[3] == "postgres").then(|| f[4].to_string())
-        })
-        .expect("the passfile has the superuser's password")
-}
-
-/// Whether a direct connection to `port` can write: the proof of who is a primary.
-fn accepts_writes(c: &TestCluster, port: u16) -> bool {
-    let password = superuser_password(c);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(port)
-            .user("postgres")
-            .password(password)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(3));
-        let Ok(Ok((client, conn))) =
-            tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls)).await
-        else {
-            return false;
-        };
-        tokio::spawn(conn);
-        let write = client.batch_execute("CREATE TABLE IF NOT EXISTS safety_probe (x int)");
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), write).await,
-            Ok(Ok(()))
-        )
-    })
 }
 
 fn postmaster_pid(data: &Path) -> i32 {
@@ -154,7 +108,6 @@ fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 fn a_frozen_primary_is_a_status_row_and_failover_fences_it() {
     let c = small(2, "", no_extra);
     c.ok(&["up"]);
-    let port0 = port(&c, "pg0");
     let frozen = Frozen::new(postmaster_pid(&c.data_dir("pg0")));
 
     let t = Instant::now();
@@ -177,10 +130,9 @@ fn a_frozen_primary_is_a_status_row_and_failover_fences_it() {
     );
     drop(frozen);
 
-    let port1 = port(&c, "pg1");
-    assert!(accepts_writes(&c, port1), "pg1 is the new primary");
+    assert!(c.accepts_writes("pg1"), "pg1 is the new primary");
     assert!(
-        !accepts_writes(&c, port0),
+        !c.accepts_writes("pg0"),
         "the thawed old primary must not accept writes"
     );
 }
@@ -325,13 +277,13 @@ fn a_command_never_works_from_a_cluster_file_read_before_the_lock() {
             stderr_of(&out)
         );
         assert_eq!(std::fs::read_to_string(&c.config).unwrap(), edited);
-        assert!(accepts_writes(&c, port(&c, "pg0")), "nothing changed");
+        assert!(c.accepts_writes("pg0"), "nothing changed");
         drop(lock);
         c.ok(&["switchover", "--to", "pg1"]);
     }
     let saved = std::fs::read_to_string(&c.config).unwrap();
     assert!(saved.contains("[sync]"), "a stale view was saved:\n{saved}");
-    assert!(accepts_writes(&c, port(&c, "pg1")));
+    assert!(c.accepts_writes("pg1"));
     // The switchover carried the [sync] it read under the lock over to the new primary.
     assert!(
         c.sql("pg1", "SHOW synchronous_standby_names")

@@ -73,26 +73,9 @@ impl TestCluster {
         Some(client)
     }
 
-    /// The nodes that accept a write now: each is asked for a transaction id, which a
-    /// standby (or a node that does not answer) cannot give.
+    /// The nodes that accept a write now (a direct libpq write to each).
     pub fn writable(&self) -> Vec<String> {
-        block_on(async {
-            let mut out = Vec::new();
-            for n in self.node_names() {
-                let Some(c) = self.direct(&n).await else {
-                    continue;
-                };
-                let wrote = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    c.query_one("SELECT pg_current_xact_id()::text", &[]),
-                )
-                .await;
-                if matches!(wrote, Ok(Ok(_))) {
-                    out.push(n);
-                }
-            }
-            out
-        })
+        self.writable_nodes()
     }
 
     /// The one node that accepts writes; fails the test when there are none or several.

@@ -65,7 +65,10 @@ pub fn preconditions() -> Result<()> {
 
 /// The same for network faults in a container's namespace.
 pub fn fault_preconditions() -> Result<()> {
-    needs("network faults", "they change a node's network from the host")
+    needs(
+        "network faults",
+        "they change a node's network from the host",
+    )
 }
 
 fn needs(what: &str, why: &str) -> Result<()> {
