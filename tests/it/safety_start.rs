@@ -4,9 +4,7 @@
 //! upstream sees it stream, not when its walreceiver says so. Who is writable is proved with
 //! direct libpq writes, never read from pgrepl's own output.
 
-mod common;
-
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 
 /// Rows written on `node` before the fault, to check nothing acknowledged is lost.
 fn seed(c: &TestCluster, node: &str) {

@@ -1,13 +1,11 @@
 //! The failover lifecycle on real clusters: the lab's failover scenario, the split-brain guard,
 //! a switchover under a steady writer, failover's choice, and rejoin's idempotence and resume.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 use serde_json::Value;
 
 fn node(s: &Value, name: &str) -> Value {

@@ -3,12 +3,10 @@
 //! two clusters at once, the node image, freeze and partition, compose export. A machine
 //! without a Docker Engine skips these tests, loudly.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{skip_without, Pg, TestCluster};
+use crate::common::{skip_without, Pg, TestCluster};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::progress::Silent;
 use pgrepl_core::runtime::NetFault;

@@ -2,11 +2,9 @@
 //! src/test/recovery/t/007_sync_rep.pl does it: the exact (application_name, sync_priority,
 //! sync_state) rows of the primary's pg_stat_replication for each setting.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 use serde_json::json;
 
 const ROWS: &str = "SELECT application_name, sync_priority, sync_state FROM pg_stat_replication ORDER BY application_name";
@@ -93,7 +91,7 @@ pg_test!(lab_scenario_first_1_sync2_sync3, |pg: Pg| {
 
     let out = c.ok(&["sync", "disable"]);
     assert!(out.contains("1 commit(s)"), "{out}");
-    let status = common::exit_within(
+    let status = crate::common::exit_within(
         &mut blocked,
         Duration::from_secs(10),
         "the INSERT did not complete after sync disable",

@@ -2,12 +2,10 @@
 //! its ports from a flag or the environment, passes arguments through to psql, prints
 //! command tags, says where writes go, and tells scripts what it did in JSON.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{free_base_port, Pg, TestCluster};
+use crate::common::{free_base_port, Pg, TestCluster};
 use serde_json::Value;
 
 /// pgrepl as a user runs it: no -c, from `dir`, with none of pgrepl's variables set.

@@ -5,11 +5,9 @@
 //! every standby the cluster file names streams from its upstream (status agrees).
 //! PostgreSQL 18, three nodes; one cluster per command, reused from one run to the next.
 
-mod common;
-
 use std::time::Instant;
 
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 
 fn cluster() -> (TestCluster, Vec<i64>) {
     let c = TestCluster::three_nodes(Pg::V18, "");

@@ -6,13 +6,11 @@
 //! killed `up`, and nothing of another cluster touched. Without root or iproute2/nftables
 //! each test says SKIPPED with the reason, on stderr, and returns.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::progress::Silent;
 use pgrepl_core::Cluster;
@@ -326,7 +324,7 @@ fn a_partitioned_sync_standby_blocks_commits_until_healed() {
     // Without a timeout the commit waits until the partition heals, then completes.
     let mut blocked = c.spawn_waiting_commit("pg0", "INSERT INTO s VALUES (2)");
     c.ok(&["net", "heal", "pg2"]);
-    let status = common::exit_within(
+    let status = crate::common::exit_within(
         &mut blocked,
         Duration::from_secs(60),
         "the INSERT did not complete after heal",

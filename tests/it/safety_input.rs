@@ -2,13 +2,11 @@
 //! data_dir that is not pgrepl's, the cluster lock, an unbounded load, and secrets in logs.
 //! One small cluster per test, on PostgreSQL 18; each asserts a property, not a message.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 
 /// A cluster of `nodes` nodes (pg0 the primary, the others streaming from it), written over
 /// the lab's file; `cluster_extra` goes into the [cluster] section, `node_extra(i)` into

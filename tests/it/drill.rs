@@ -4,13 +4,11 @@
 //! PostgreSQL 18 only: the drills exercise pgrepl's operations, which the failover and sync
 //! suites already cover on 15 too. Each run carries about a second and a half of load.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::drill::{self, hooks::AVAILABLE, DrillOptions, Event, Operations};
 use pgrepl_core::progress::Silent;

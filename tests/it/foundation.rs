@@ -1,9 +1,7 @@
 //! The foundation: the lab comes up, status tells the truth, commands are idempotent, bad
 //! input changes nothing.
 
-mod common;
-
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 use serde_json::Value;
 
 pg_test!(lab_comes_up_and_replicates, |pg: Pg| {

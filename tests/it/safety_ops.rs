@@ -2,9 +2,7 @@
 //! real cluster, asserting properties asked of PostgreSQL directly: how many nodes accept a
 //! write, which acknowledged rows the primary holds, who streams from whom.
 
-mod common;
-
-use common::{Pg, TestCluster};
+use crate::common::{Pg, TestCluster};
 
 /// A three-node cluster, up, with a table `t (id bigint)` holding ids 1..=20 on every node.
 fn cluster_with_rows(pg: Pg, extra: &str) -> (TestCluster, Vec<i64>) {
@@ -230,7 +228,7 @@ pg_test!(wrong_targets_are_refused_before_any_change, |pg: Pg| {
 
 /// The physical slots on `node`: (name, active, wal_status).
 fn slots(c: &TestCluster, node: &str) -> Vec<(String, bool, Option<String>)> {
-    common::safety::block_on(async {
+    crate::common::safety::block_on(async {
         let cl = c.direct(node).await.unwrap();
         cl.query(
             "SELECT slot_name::text, active, wal_status FROM pg_replication_slots WHERE slot_type = 'physical'",
