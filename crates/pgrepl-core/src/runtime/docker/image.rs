@@ -106,8 +106,22 @@ fn busybox() -> Result<PathBuf> {
             "pgrepl's node image needs a static shell ({BUSYBOX}), which is missing: {fix}"
         )));
     }
+    // Several pgrepl processes may build images at once (the tests do): one installs while
+    // the others wait, then find it installed. apt-get also waits for a dpkg lock held by
+    // anything else.
+    let cache = crate::postgres::binaries::cache_dir();
+    std::fs::create_dir_all(&cache).what(|| format!("cannot create {}", cache.display()))?;
+    let lock_path = cache.join(".busybox.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .what(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .what(|| format!("cannot lock {}", lock_path.display()))?;
+    if path.is_file() {
+        return Ok(path);
+    }
     let install = || {
         std::process::Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300"])
             .args(["install", "-y", "-qq", "busybox-static"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
@@ -115,7 +129,7 @@ fn busybox() -> Result<PathBuf> {
     };
     let ok = install()
         || (std::process::Command::new("apt-get")
-            .args(["update", "-qq"])
+            .args(["-o", "DPkg::Lock::Timeout=300", "update", "-qq"])
             .output()
             .is_ok_and(|o| o.status.success())
             && install());
@@ -230,7 +244,9 @@ pub async fn ensure_tagged(
 ) -> Result<Option<Built>> {
     let started = Instant::now();
     let layout = Layout::of(pg)?;
-    let shell = busybox()?;
+    let shell = tokio::task::spawn_blocking(busybox)
+        .await
+        .expect("busybox task")?;
     let tag = tag.to_string();
     let changes = changes(&layout, user);
     let (user2, changes2) = (user.clone(), changes.clone());
