@@ -137,3 +137,40 @@ fn a_foreign_data_directory_is_refused_and_reported() {
     assert_eq!(c.node_status("pg2")["needs_rejoin"], true);
     assert_only_writable(&c, "pg0");
 }
+
+// A switchover (or failover) killed right after its promotion leaves the cluster file naming
+// the old primary, cleanly stopped with a primary's data: `start` and `up` must bring it back
+// as a standby of the promoted node (its data says primary, the file gives it no upstream),
+// never writable beside it. Review finding F1.
+#[test]
+fn the_old_primary_of_an_interrupted_switchover_starts_as_a_standby() {
+    let c = TestCluster::three_nodes(Pg::V18, "");
+    c.ok(&["up"]);
+    seed(&c, "pg0");
+    c.wait_sql("pg1", "SELECT count(*) FROM acked", "50");
+    let points = [
+        "switchover: journal written",
+        "switchover: old primary stopped",
+        "switchover: target caught up",
+        "switchover: promoted",
+    ]
+    .map(String::from);
+    c.crash_at_named(
+        &["switchover", "--to", "pg1"],
+        &points,
+        "switchover: promoted",
+    );
+    assert_only_writable(&c, "pg1");
+    c.sql("pg1", "INSERT INTO acked VALUES (51)");
+
+    c.ok(&["start", "pg0"]);
+    assert_only_writable(&c, "pg1");
+    c.ok(&["stop", "pg0"]);
+    let _ = c.run(&["up"]);
+    assert_only_writable(&c, "pg1");
+    c.wait_sql("pg0", "SELECT count(*) FROM acked", "51");
+    // The rerun completes the switchover.
+    c.ok(&["switchover", "--to", "pg1"]);
+    assert_only_writable(&c, "pg1");
+    c.assert_file_topology_streams(&[]);
+}

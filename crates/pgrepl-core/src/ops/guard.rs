@@ -76,27 +76,51 @@ async fn facts(cluster: &Cluster, node: &str) -> (Facts, Vec<Facts>) {
 
 /// Decides what `node` (down, with data) may start as, without changing anything.
 pub async fn decide(cluster: &Cluster, node: &str) -> Result<StartAs> {
+    Ok(decide_with_facts(cluster, node).await?.0)
+}
+
+async fn decide_with_facts(cluster: &Cluster, node: &str) -> Result<(StartAs, Facts, Vec<Facts>)> {
     let spec = cluster.node(node)?;
     let (me, others) = facts(cluster, node).await;
-    Ok(authority::start_as(
+    let decision = authority::start_as(
         &me,
         &cluster.spec.root().name,
         spec.upstream.as_deref(),
         &others,
-    ))
+    );
+    Ok((decision, me, others))
+}
+
+/// The node a standby start follows when the cluster file gives it no upstream: the file
+/// names it the primary, but a later promotion superseded it (a failover or switchover
+/// killed before it saved the file). Its data is a primary's, so without settings of its
+/// own it would start writable: it follows the running primary, else the newest history.
+fn superseder(me: &Facts, others: &[Facts]) -> Option<String> {
+    if me.standby {
+        // Its data already starts it as a standby, with the settings it has.
+        return None;
+    }
+    others
+        .iter()
+        .find(|o| o.primary)
+        .or_else(|| authority::newest(others))
+        .map(|o| o.name.clone())
 }
 
 /// Starts `node`, which is down and has data, as what the guard allows, then waits for the
 /// real outcome: a primary that answers as one, a standby that streams (or says it does not).
 pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Started> {
-    let spec = cluster.node(node)?.clone();
+    let mut spec = cluster.node(node)?.clone();
     let server = cluster.server(node)?;
-    let decision = decide(cluster, node).await?;
+    let (decision, me, others) = decide_with_facts(cluster, node).await?;
     let (as_standby, note) = match decision {
         StartAs::Refuse(why) => return Err(Error::Precondition(why)),
         StartAs::Primary { note } => (false, note),
         StartAs::Standby { note } => (true, note),
     };
+    if as_standby && spec.upstream.is_none() {
+        spec.upstream = superseder(&me, &others);
+    }
     cluster.runtime.preflight(&spec)?;
     cluster
         .runtime
@@ -124,8 +148,14 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         confirm_primary(cluster, node).await?;
         return Ok(Started::Primary { note });
     }
-    let streaming = spec.upstream.is_some()
-        && standby::wait_streaming_for(cluster, node, STANDBY_SETTLE)
+    confirm_standby(cluster, node).await?;
+    let upstream = spec
+        .upstream
+        .as_deref()
+        .map(|u| cluster.node(u))
+        .transpose()?;
+    let streaming = upstream.is_some()
+        && standby::wait_streaming_from(cluster, node, upstream, STANDBY_SETTLE)
             .await
             .is_ok();
     if !streaming && !server.is_running().await {
@@ -138,6 +168,31 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         });
     }
     Ok(Started::Standby { note, streaming })
+}
+
+/// A node started as a standby must be one: should it answer as a primary (its settings did
+/// not take), it is stopped at once, before anyone's write is acknowledged there for long.
+async fn confirm_standby(cluster: &Cluster, node: &str) -> Result<()> {
+    let server = cluster.server(node)?;
+    let answered = wait::until(&format!("{node} to answer"), PRIMARY_SETTLE, || async {
+        if !server.is_running().await {
+            return Some(None);
+        }
+        let c = cluster.connect(node).await.ok()?;
+        let pos = queries::position(&c).await.ok()?;
+        Some(Some(pos.in_recovery))
+    })
+    .await;
+    if let Ok(Some(false)) = answered {
+        if let Err(e) = server.stop(crate::runtime::StopMode::Immediate).await {
+            tracing::warn!(node, error = %e, "could not stop a node that came up writable");
+        }
+        return Err(Error::Command {
+            what: format!("starting {node}"),
+            detail: "it came up as a primary although it was started as a standby: it was stopped again; `pgrepl status` shows who the primary is".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A started primary must answer as one; a server that died right after pg_ctl saw it ready
