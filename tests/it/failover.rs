@@ -78,7 +78,15 @@ pg_test!(lab_failover_kill_promote_rejoin, |pg: Pg| {
     c.ok(&["kill", "pg0"]);
     c.reattach("pg1");
 
-    let out = c.ok(&["promote", "pg1"]);
+    // pg2 and pg3 hold pg0's last commit, which pg1 lacks: promoting pg1 discards it, so
+    // it takes --force.
+    let e = c.fails(&["promote", "pg1"]);
+    assert!(
+        e.contains("pg2") && e.contains("pg3") && e.contains("promote pg1 --force"),
+        "{e}"
+    );
+    assert!(c.writable_nodes().is_empty(), "the refusal changed nothing");
+    let out = c.ok(&["promote", "pg1", "--force"]);
     assert!(out.contains("timeline 2"), "{out}");
     let s = c.status();
     assert_eq!(s["primary"], "pg1");
@@ -395,7 +403,8 @@ pg_test!(
         c.sql("pg0", "INSERT INTO r VALUES (1)");
         c.ok(&["kill", "pg0"]);
         c.reattach("pg1");
-        c.ok(&["promote", "pg1"]);
+        // pg2 and pg3 hold the row pg1 lacks: promoting pg1 discards it.
+        c.ok(&["promote", "pg1", "--force"]);
 
         // Kill pgrepl (and only it) once pg_rewind has started: the rerun must complete.
         let journal = c.path().join(".pgrepl/lab/.rejoin-pg0.json");

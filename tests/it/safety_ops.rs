@@ -300,3 +300,30 @@ fn slots_serve_standbys_only_and_are_bounded() {
     c.assert_file_topology_streams(&[]);
     assert!(!c.status()["warnings"].to_string().contains("pg2_slot"));
 }
+
+// Review F3 and F4: the primary, stopped cleanly with commits its standbys never received
+// (they were stopped first), is the answer to "is there a primary?": failover refuses and
+// names `start`; promote of a standby that lacks WAL another node holds refuses too. Nothing
+// changes; starting the primary again keeps every acknowledged row.
+#[test]
+fn a_stopped_primary_ahead_of_every_standby_is_not_failed_over() {
+    let (c, mut acked) = cluster_with_rows(Pg::V18, "");
+    c.ok(&["stop", "pg2"]);
+    acked.extend(c.insert_acked("t", 100, 10));
+    c.wait_sql("pg1", "SELECT count(*) FROM t", "30");
+    c.ok(&["stop", "pg1"]);
+    acked.extend(c.insert_acked("t", 200, 50));
+    c.ok(&["stop", "pg0"]);
+    c.ok(&["start", "pg1", "pg2"]);
+    let spec = c.spec_text();
+
+    let e = c.fails(&["failover"]);
+    assert!(e.contains("pgrepl start pg0"), "{e}");
+    let e = c.fails(&["promote", "pg2"]);
+    assert!(e.contains("pg1") && e.contains("--force"), "{e}");
+    assert!(c.writable_nodes().is_empty());
+    assert_eq!(c.spec_text(), spec);
+
+    c.ok(&["start", "pg0"]);
+    c.assert_one_primary_holding("t", &acked);
+}

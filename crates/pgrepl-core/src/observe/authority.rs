@@ -103,6 +103,22 @@ pub fn newer_than<'a>(candidate: &Facts, others: &'a [Facts]) -> Vec<&'a Facts> 
         .collect()
 }
 
+/// Nodes on `candidate`'s own timeline whose WAL goes on past where `candidate`'s ends:
+/// promoting `candidate` ends that timeline at its own end, and their WAL beyond it (commits
+/// acknowledged there included) is discarded when they rejoin. Only known ends count (a
+/// crashed node's is unknown: nothing can be said of it).
+pub fn further_than<'a>(candidate: &Facts, others: &'a [Facts]) -> Vec<&'a Facts> {
+    let Some(mine) = candidate.end else {
+        return Vec::new();
+    };
+    others
+        .iter()
+        .filter(|o| o.name != candidate.name && o.tli() == candidate.tli())
+        .filter(|o| o.end.is_some_and(|e| e > mine))
+        .filter(|o| matches!(against(candidate, o), Some(Lineage::Follows { fork: None })))
+        .collect()
+}
+
 /// The database system most nodes belong to, and the nodes that belong to another one.
 pub fn foreign_systems(facts: &[Facts]) -> Vec<(&str, u64)> {
     let mut counts: Vec<(u64, usize)> = Vec::new();
@@ -410,5 +426,20 @@ mod tests {
         assert!(supersedes(&facts[1], &facts[0]));
         assert!(!supersedes(&facts[0], &facts[1]));
         assert!(supersedes(&facts[1], &facts[2]));
+    }
+
+    #[test]
+    fn only_known_ends_of_the_same_timeline_count_as_further() {
+        let cand = standby(f("pg1", 2, TL2, Some("0/5200000")));
+        let stopped_primary = f("pg0", 2, TL2, Some("0/5300000"));
+        let crashed = f("pg2", 2, TL2, None);
+        let old_timeline = f("pg3", 1, "", Some("0/5400000"));
+        let behind = standby(f("pg4", 2, TL2, Some("0/5100000")));
+        let others = [stopped_primary, crashed, old_timeline, behind];
+        let further: Vec<&str> = further_than(&cand, &others)
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(further, ["pg0"]);
     }
 }

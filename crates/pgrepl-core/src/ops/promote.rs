@@ -173,6 +173,67 @@ pub(crate) fn newer_history_refusal(candidate: &Facts, newer: &[&Facts], force: 
     ))
 }
 
+/// Of the nodes whose WAL goes further than `candidate`'s on its timeline, those whose WAL
+/// past `candidate`'s end holds a commit, or could not be read: only those would lose an
+/// acknowledged commit. A few bytes of bookkeeping (a running-transactions record a killed
+/// primary sent to some standbys only) are not worth a refusal.
+pub(crate) async fn holding_commits<'a>(
+    cluster: &Cluster,
+    candidate: &Facts,
+    further: Vec<&'a Facts>,
+) -> Vec<&'a Facts> {
+    let (Some(from), Some(tli)) = (candidate.end, candidate.path.as_ref().map(|p| p.tli)) else {
+        return further;
+    };
+    let mut out = Vec::new();
+    for f in further {
+        let (Ok(spec), Ok(server)) = (cluster.node(&f.name), cluster.server(&f.name)) else {
+            out.push(f);
+            continue;
+        };
+        let d = super::rejoin::discarded_wal(cluster, spec, &server.data, tli, from).await;
+        if d.transactions != Some(0) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// The refusal to promote `candidate` while `further` hold WAL of the same timeline past its
+/// end: the commits there would be discarded.
+pub(crate) fn further_refusal(candidate: &Facts, further: &[&Facts], force: &str) -> Error {
+    let c = &candidate.name;
+    let best = further.iter().max_by_key(|f| f.end).expect("not empty");
+    let n = &best.name;
+    let end = best.end.unwrap_or_default();
+    let mine = candidate.end.unwrap_or_default();
+    let advice = match (best.running, best.standby) {
+        (false, false) => format!(
+            "{n} is a cleanly stopped primary with all of its data: start it again (`pgrepl start {n}`)"
+        ),
+        (false, true) => format!("start {n} (`pgrepl start {n}`) and promote it instead"),
+        (true, _) => format!("promote {n} instead (`pgrepl failover --to {n}`)"),
+    };
+    let names: Vec<String> = further
+        .iter()
+        .map(|f| {
+            format!(
+                "{}{} (to {})",
+                f.name,
+                if f.running { "" } else { " (stopped)" },
+                f.end.unwrap_or_default()
+            )
+        })
+        .collect();
+    Error::Precondition(format!(
+        "{} {} WAL of timeline {} that {c} lacks, with committed transactions in it ({c} ends at {mine}, {n} {} bytes further): promoting {c} would discard them, and they may have been acknowledged; {advice}; `{force}` promotes {c} anyway and discards them",
+        names.join(" and "),
+        if names.len() > 1 { "hold" } else { "holds" },
+        candidate.path.as_ref().map_or(0, |p| p.tli),
+        end.bytes_after(mine),
+    ))
+}
+
 /// The refusal of a split brain, naming the stale side: the primary another one supersedes.
 pub(crate) fn split_brain(cluster: &Cluster, probes: &[Probe], primaries: &[&Probe]) -> Error {
     let names: Vec<&str> = primaries.iter().map(|p| p.name.as_str()).collect();
@@ -245,6 +306,32 @@ pub async fn promote(
         return Err(newer_history_refusal(
             mine,
             &newer,
+            &format!("pgrepl promote {node} --force"),
+        ));
+    }
+    // What it has received counts: it is replayed before the promotion completes. The old
+    // primaries, fenced or not, are not compared: they are being replaced on purpose.
+    let holds = Facts {
+        end: mine
+            .end
+            .max(me.position.as_ref().and_then(|p| p.receive_lsn)),
+        ..mine.clone()
+    };
+    let compared: Vec<Facts> = facts
+        .iter()
+        .filter(|f| !others.iter().any(|o| o.name == f.name))
+        .cloned()
+        .collect();
+    let further = authority::further_than(&holds, &compared);
+    let further = if force {
+        Vec::new()
+    } else {
+        holding_commits(cluster, &holds, further).await
+    };
+    if !further.is_empty() {
+        return Err(further_refusal(
+            &holds,
+            &further,
             &format!("pgrepl promote {node} --force"),
         ));
     }

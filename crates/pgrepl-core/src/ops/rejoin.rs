@@ -659,7 +659,7 @@ async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) 
 /// Reads the old timeline's WAL past the fork point with pg_waldump: how much there is and
 /// how many transactions and row changes it holds. Best effort: on failure only the bytes
 /// (from the control file) are known.
-async fn discarded_wal(
+pub(crate) async fn discarded_wal(
     cluster: &Cluster,
     node: &NodeSpec,
     data: &Path,

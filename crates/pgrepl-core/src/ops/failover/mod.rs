@@ -234,7 +234,8 @@ fn decide(
 
 /// Refuses a candidate that a stopped (or silent) node's newer history would make lose the
 /// commits acknowledged there.
-fn refuse_newer(
+async fn refuse_newer(
+    cluster: &Cluster,
     target: &str,
     candidates: &[Candidate],
     facts: &[Facts],
@@ -247,15 +248,25 @@ fn refuse_newer(
         return Ok(());
     };
     let mine = c.facts();
+    let force_cmd = format!("pgrepl failover --to {target} --force");
     let newer = authority::newer_than(&mine, facts);
-    if newer.is_empty() {
-        return Ok(());
+    if !newer.is_empty() {
+        return Err(promote::newer_history_refusal(&mine, &newer, &force_cmd));
     }
-    Err(promote::newer_history_refusal(
-        &mine,
-        &newer,
-        &format!("pgrepl failover --to {target} --force"),
-    ))
+    // A node that is down with a known end of WAL (a clean shutdown) further along the same
+    // timeline: typically the old primary, stopped with commits no standby received. The
+    // running standbys were compared by the choice itself.
+    let holds = Facts {
+        end: Some(c.received.max(c.replayed)),
+        ..mine
+    };
+    let down: Vec<Facts> = facts.iter().filter(|f| !f.running).cloned().collect();
+    let further = authority::further_than(&holds, &down);
+    let further = promote::holding_commits(cluster, &holds, further).await;
+    if !further.is_empty() {
+        return Err(promote::further_refusal(&holds, &further, &force_cmd));
+    }
+    Ok(())
 }
 
 /// No primary answers (or `--force`): fence what may still be one, promote the best standby.
@@ -296,7 +307,7 @@ async fn promote_best(
     // changes positions only, not histories, so the choice made now stands on the same one.
     let facts = authority::of_probes(cluster, probes);
     let provisional = decide(to, journal.as_ref(), &before, sync.required, force)?;
-    refuse_newer(&provisional.node, &before, &facts, force)?;
+    refuse_newer(cluster, &provisional.node, &before, &facts, force).await?;
     let followers = followers_of(cluster, probes, &old, &provisional.node);
 
     let mut lines = Vec::new();
@@ -331,11 +342,13 @@ async fn promote_best(
         )));
     }
     refuse_newer(
+        cluster,
         &target,
         &after,
         &authority::of_probes(cluster, &probes),
         force,
-    )?;
+    )
+    .await?;
     lines.push(format!("promoting {target}: {}", decision.reason));
     progress.note(&lines.join("\n"));
     lines.clear();
