@@ -532,6 +532,9 @@ async fn each_node(opts: &Options, a: NodesArgs, action: NodeAction) -> Result<E
     for n in &a.nodes {
         cluster.node(n)?;
     }
+    if matches!(action, NodeAction::Stop) {
+        ops::control::refuse_frozen(&cluster, &a.nodes).await?;
+    }
     let progress: Box<dyn Progress> = if a.json {
         Box::new(Silent)
     } else {

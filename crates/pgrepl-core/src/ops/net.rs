@@ -216,14 +216,11 @@ pub async fn freeze(cluster: &Cluster, node: &str, frozen: bool) -> Result<Outco
             "{node} stopped meanwhile: nothing to {verb}"
         )));
     }
-    Ok(Outcome::Done(format!(
-        "{node} {done}{}",
-        if frozen {
-            ": every process stopped; `pgrepl thaw` resumes it"
-        } else {
-            ""
-        }
-    )))
+    Ok(Outcome::Done(if frozen {
+        format!("{node} {done}: every process stopped; `pgrepl thaw {node}` resumes it")
+    } else {
+        format!("{node} {done}")
+    }))
 }
 
 #[cfg(test)]

@@ -593,10 +593,7 @@ impl Runtime for DockerRuntime {
         if c.paused {
             // The engine would thaw it to deliver the signal: a frozen node is not let run
             // again by a stop.
-            return Err(Error::Precondition(format!(
-                "{} is frozen: thaw it first (`pgrepl thaw {}`), or kill it",
-                node.name, node.name
-            )));
+            return Err(Error::Precondition(super::frozen_refusal(&node.name)));
         }
         let signal = match mode {
             StopMode::Fast => "SIGINT",
