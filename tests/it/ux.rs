@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::{free_base_port, Pg, TestCluster};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// pgrepl as a user runs it: no -c, from `dir`, with none of pgrepl's variables set.
 fn bare(dir: &Path, args: &[&str]) -> Command {
@@ -142,6 +142,28 @@ fn getting_started_from_any_folder() {
     );
     let written = std::fs::read_to_string(elsewhere.path().join("pgrepl.toml")).unwrap();
     assert!(written.contains(&format!("port = {other}")), "{written}");
+    // Nodes of a file that were never built are "not created", with the command that builds
+    // them; not crashed, not "needs rejoin".
+    let s = json(&stdout_of(
+        &bare(elsewhere.path(), &["status", "--json"])
+            .output()
+            .unwrap(),
+    ));
+    for n in ["pg0", "pg1"] {
+        let n = node(&s, n);
+        assert_eq!(
+            (&n["created"], &n["needs_rejoin"]),
+            (&json!(false), &json!(false)),
+            "{n}"
+        );
+        assert!(n["note"].as_str().unwrap().contains("`pgrepl up`"), "{n}");
+    }
+    let table = stdout_of(&bare(elsewhere.path(), &["status"]).output().unwrap());
+    assert!(
+        table.contains("not created") && !table.contains("rejoin"),
+        "{table}"
+    );
+    assert!(table.contains("`pgrepl up` builds it"), "{table}");
 
     // `ps` tells this cluster's processes from another's: cluster_name is cluster/node.
     let pid = std::fs::read_to_string(c.data_dir("pg1").join("postmaster.pid")).unwrap();

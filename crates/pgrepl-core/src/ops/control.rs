@@ -16,14 +16,8 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     let server = cluster.server(node)?;
     if !server.exists() {
         return Err(Error::Precondition(format!(
-            "'{node}' has no data directory yet: create it with `pgrepl up`{}",
-            spec.upstream
-                .as_ref()
-                .map(|u| format!(
-                    " or `pgrepl standby add {node} --slot {} --upstream {u}`",
-                    spec.slot.as_deref().unwrap_or("SLOT")
-                ))
-                .unwrap_or_default()
+            "'{node}' has no data directory yet: create it with {}",
+            spec.create_hint()
         )));
     }
     if server.is_running().await {

@@ -180,6 +180,18 @@ impl NodeSpec {
     pub fn is_root(&self) -> bool {
         self.upstream.is_none()
     }
+
+    /// The commands that create this node's data directory, for a node that has none yet.
+    pub fn create_hint(&self) -> String {
+        match &self.upstream {
+            Some(u) => format!(
+                "`pgrepl up` or `pgrepl standby add {} --slot {} --upstream {u}`",
+                self.name,
+                self.slot.as_deref().unwrap_or("SLOT")
+            ),
+            None => "`pgrepl up`".into(),
+        }
+    }
 }
 
 impl ClusterSpec {
