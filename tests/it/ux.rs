@@ -299,3 +299,23 @@ pg_test!(the_lab_as_psql_users_know_it, |pg: Pg| {
     assert_eq!(c.writable_nodes(), ["pg0"]);
     assert!(!c.status()["warnings"].to_string().contains("no copy"));
 });
+
+#[test]
+fn no_cluster_is_written_into_the_home_folder_itself() {
+    let home = temp_dir();
+    for args in [&["init"][..], &["up"]] {
+        let e = stderr_of_failure(
+            &bare(home.path(), args)
+                .env("HOME", home.path())
+                .output()
+                .unwrap(),
+        );
+        assert!(e.contains("home folder") && e.contains("-c "), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+    }
+    assert_eq!(
+        std::fs::read_dir(home.path()).unwrap().count(),
+        0,
+        "wrote something"
+    );
+}
