@@ -120,6 +120,13 @@ pub async fn rejoin(
     }
     let mut next = cluster.spec.clone();
     next.set_upstream(node, upstream, slot)?;
+    crate::ops::net::refuse_partitioned(
+        cluster,
+        node,
+        upstream,
+        &format!("rejoin {node} to {upstream}"),
+    )
+    .await?;
     let up = cluster.connect(upstream).await.map_err(|e| {
         Error::Precondition(format!(
             "cannot rejoin {node}: its new upstream {upstream} is not reachable ({e}); start it (`pgrepl start {upstream}`) or name another with --upstream"

@@ -239,18 +239,18 @@ pub async fn wait_streaming_from(
             }
         }
         if std::time::Instant::now() >= deadline {
+            // Error::Command reads "<what> failed: <detail>".
             return Err(Error::Command {
                 what: format!(
-                    "{node} did not start streaming{} within {}s",
+                    "waiting for {node} to stream{}",
                     named
                         .as_deref()
                         .map(|u| format!(" from {u}"))
                         .unwrap_or_default(),
-                    timeout.as_secs()
                 ),
                 detail: format!(
-                    "--- last lines of {}'s log ---\n{}",
-                    node,
+                    "it did not within {} s (see `pgrepl status` and `pgrepl logs {node}`); the last lines of {node}'s log:\n{}",
+                    timeout.as_secs(),
                     server.log_tail(10).await
                 ),
             });
