@@ -198,7 +198,9 @@ pg_test!(the_lab_as_psql_users_know_it, |pg: Pg| {
         ]),
         "CREATE TABLE\nINSERT 0 2\n2\nUPDATE 2\n"
     );
-    // A write on a standby: refused by PostgreSQL, with where writes go.
+    // A write on a standby: refused by PostgreSQL, with where writes go (once the table
+    // has reached it: before, the error is that it does not exist).
+    c.wait_sql("pg1", "SELECT count(*) FROM ux", "2");
     let e = c.fails(&["sql", "pg1", "INSERT INTO ux VALUES (3)"]);
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("read-only transaction"), "{e}");
