@@ -720,6 +720,79 @@ mod tests {
         assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
     }
 
+    /// The commands pgrepl's hints and errors tell people to run (`fix:` texts, notes,
+    /// warnings), with sample values: each must parse, so that no hint names a command or a
+    /// flag that does not exist. Add a hint's command here when you write a new one.
+    #[test]
+    fn the_commands_hints_name_exist() {
+        let hints = [
+            "up",
+            "up --base-port 25432",
+            "init",
+            "init -c /srv/lab/pgrepl.toml",
+            "init --force --base-port 25432",
+            "init --force --runtime netns",
+            "init --force --runtime docker",
+            "init --force --runtime local",
+            "init --runtime docker --image postgres:18",
+            "status",
+            "status -o wide",
+            "down",
+            "down --purge --yes",
+            "start pg1",
+            "stop pg1",
+            "kill pg1",
+            "freeze pg1",
+            "thaw pg1",
+            "logs pg1",
+            "load wal --mb 64",
+            "primary init pg0",
+            "standby add pg4 --slot pg4_slot --upstream pg0",
+            "standby add pg2 --slot pg2_slot --application-name sync2 --upstream pg0",
+            "standby follow pg1 --upstream pg2",
+            "promote pg1",
+            "promote pg1 --fence",
+            "promote pg1 --force",
+            "failover",
+            "failover --force",
+            "failover --to pg1",
+            "failover --to pg1 --force",
+            "switchover --to pg1",
+            "rejoin pg0 --upstream pg1",
+            "rejoin pg0 --upstream pg1 --force",
+            "rejoin pg0 --upstream pg1 --reclone",
+            "sync enable",
+            "sync enable --standbys sync2,sync3",
+            "sync enable --method any --num 1 --standbys sync2,sync3",
+            "sync enable --allow-unknown --standbys x",
+            "sync disable",
+            "sql pg0 SELECT --timeout 5s",
+            "psql pg0 -- -c SELECT",
+            "net heal pg1",
+            "net partition pg1 --no-host",
+            "net delay pg1 50ms --jitter 10ms",
+            "net loss pg1 5%",
+            "postgres list",
+            "postgres install 18",
+            "compose export",
+            "haproxy-config",
+            "drill matrix",
+            "drill failover --runs 3",
+            "bench all",
+            "bench up",
+            "bench sync",
+            "bench writer",
+            "bench rejoin",
+            "bench switchover",
+        ];
+        for h in hints {
+            let args = std::iter::once("pgrepl").chain(h.split(' '));
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("`pgrepl {h}` does not parse: {e}");
+            }
+        }
+    }
+
     #[test]
     fn the_command_line_is_consistent() {
         <Cli as clap::CommandFactory>::command().debug_assert();

@@ -50,16 +50,25 @@ fn lsn(n: &NodeStatus) -> String {
     }
 }
 
-fn role(n: &NodeStatus) -> String {
+/// The node's role, the same word in every table: `*` marks the primary clients write to.
+pub fn role(s: &ClusterStatus, n: &NodeStatus) -> &'static str {
     match n.role {
-        Some(Role::Primary) => "primary".into(),
-        Some(Role::Standby) => "standby".into(),
-        None => "-".into(),
+        Some(Role::Primary) if s.primary.as_deref() == Some(n.name.as_str()) => "* primary",
+        Some(Role::Primary) => "primary",
+        Some(Role::Standby) => "standby",
+        None => "-",
     }
 }
 
-fn state(s: State) -> &'static str {
-    match s {
+/// The node's state in a word, the same in every table: `streaming` for a standby WAL flows
+/// to, `needs rejoin` for one that left the primary's history, `not created` for a node of
+/// the cluster file that has no data directory yet.
+pub fn state(n: &NodeStatus) -> &'static str {
+    match n.state {
+        _ if n.frozen => "frozen",
+        _ if !n.created => "not created",
+        _ if n.needs_rejoin => "needs rejoin",
+        State::Running if n.role == Some(Role::Standby) && n.streaming => "streaming",
         State::Running => "running",
         State::Stopped => "stopped",
         State::Unreachable => "unreachable",
@@ -88,8 +97,8 @@ pub fn status_table(s: &ClusterStatus) -> String {
     let mut header = vec![
         "NODE",
         if one_host { "PORT" } else { "ADDRESS" },
-        "STATE",
         "ROLE",
+        "STATE",
         "TL",
         "LSN",
         "UPSTREAM",
@@ -120,10 +129,6 @@ pub fn status_table(s: &ClusterStatus) -> String {
             (Some(st), _) => st.clone(),
             _ => "-".into(),
         };
-        let mut st = state(n.state).to_string();
-        if n.needs_rejoin {
-            st += " (needs rejoin)";
-        }
         let address = if one_host {
             n.port.to_string()
         } else {
@@ -132,8 +137,8 @@ pub fn status_table(s: &ClusterStatus) -> String {
         let mut row = vec![
             Cell::new(&n.name),
             Cell::new(address).set_alignment(CellAlignment::Right),
-            Cell::new(st),
-            Cell::new(role(n)),
+            Cell::new(role(s, n)),
+            Cell::new(state(n)),
             Cell::new(dash(n.timeline)).set_alignment(CellAlignment::Right),
             Cell::new(lsn(n)),
             Cell::new(dash(n.upstream.as_ref())),

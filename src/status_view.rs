@@ -28,8 +28,8 @@ pub fn compact(s: &ClusterStatus) -> String {
         t.add_row(vec![
             Cell::new(&n.name),
             Cell::new(host_port(n)),
-            Cell::new(role(s, n)),
-            Cell::new(state(n)),
+            Cell::new(render::role(s, n)),
+            Cell::new(render::state(n)),
             Cell::new(n.timeline.map_or("-".into(), |t| t.to_string()))
                 .set_alignment(CellAlignment::Right),
             Cell::new(n.lag_bytes.map_or("-".into(), render::bytes))
@@ -73,29 +73,6 @@ fn host_port(n: &NodeStatus) -> String {
     }
 }
 
-fn role(s: &ClusterStatus, n: &NodeStatus) -> &'static str {
-    match n.role {
-        Some(Role::Primary) if s.primary.as_deref() == Some(n.name.as_str()) => "* primary",
-        Some(Role::Primary) => "primary",
-        Some(Role::Standby) => "standby",
-        None => "-",
-    }
-}
-
-/// The node's state in a word: `streaming` for a standby WAL flows to, `needs rejoin` for
-/// one that left the primary's history.
-pub fn state(n: &NodeStatus) -> &'static str {
-    match n.state {
-        _ if n.frozen => "frozen",
-        _ if n.needs_rejoin => "needs rejoin",
-        State::Running if n.role == Some(Role::Standby) && n.streaming => "streaming",
-        State::Running => "running",
-        State::Stopped => "stopped",
-        State::Unreachable => "unreachable",
-        State::NotAnswering => "not answering",
-    }
-}
-
 /// What changed between two readings, a line each, for `--watch`: the primary, and each
 /// node's state, role, timeline, upstream and sync state; warnings that appeared. Positions
 /// and lag move all the time and are left to the table.
@@ -111,7 +88,7 @@ pub fn changes(before: &ClusterStatus, after: &ClusterStatus) -> Vec<String> {
     }
     for n in &after.nodes {
         let Some(b) = before.nodes.iter().find(|b| b.name == n.name) else {
-            out.push(format!("{}: new node, {}", n.name, state(n)));
+            out.push(format!("{}: new node, {}", n.name, render::state(n)));
             continue;
         };
         let mut diffs = Vec::new();
@@ -120,7 +97,7 @@ pub fn changes(before: &ClusterStatus, after: &ClusterStatus) -> Vec<String> {
                 diffs.push(format!("{what}{old} -> {new}"));
             }
         };
-        diff("", state(b).into(), state(n).into());
+        diff("", render::state(b).into(), render::state(n).into());
         let role = |n: &NodeStatus| match n.role {
             Some(Role::Primary) => "primary".to_string(),
             Some(Role::Standby) => "standby".to_string(),
@@ -186,6 +163,7 @@ pub(crate) mod tests {
             flush_lag_ms: Some(0.9),
             replay_lag_ms: Some(1012.0),
             needs_rejoin: false,
+            created: true,
             note: None,
             frozen: false,
             faults: Vec::new(),
@@ -251,6 +229,37 @@ pub(crate) mod tests {
         assert!(out.contains("needs rejoin"), "{out}");
         assert!(out.contains("not answering"), "{out}");
         assert!(out.contains("acknowledged with no copy"), "{out}");
+    }
+
+    #[test]
+    fn wide_says_what_the_default_table_says() {
+        let mut s = lab();
+        let mut pg4 = node("pg4", 15436, "pg4");
+        (pg4.state, pg4.role, pg4.created) = (State::Stopped, None, false);
+        pg4.note = Some("not created (no data directory yet): create it with `pgrepl up`".into());
+        s.nodes.push(pg4);
+        let (compact, wide) = (compact(&s), render::status_table(&s));
+        let row = |out: &str, name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("│ {name} ")))
+                .unwrap_or_else(|| panic!("no row {name}:\n{out}"))
+                .to_string()
+        };
+        for n in &s.nodes {
+            let words =
+                |l: &str| -> Vec<String> { l.split("  ").map(|w| w.trim().to_string()).collect() };
+            for out in [&compact, &wide] {
+                let r = words(&row(out, &n.name));
+                for want in [render::role(&s, n), render::state(n)] {
+                    assert!(r.iter().any(|w| w == want), "{}: {want}:\n{out}", n.name);
+                }
+                if let Some(lag) = n.lag_bytes {
+                    assert!(r.iter().any(|w| *w == render::bytes(lag)), "{out}");
+                }
+            }
+        }
+        assert!(compact.contains("not created") && !compact.contains("pg4: crashed"));
+        assert!(!wide.contains("(needs rejoin)"), "{wide}");
     }
 
     #[test]

@@ -158,6 +158,13 @@ fn base_port(flag: Option<u16>) -> Result<(Option<u16>, bool)> {
 
 const BASE_PORT_ENV: &str = "PGREPL_BASE_PORT";
 
+/// `init` and `up` write a new cluster file (and the data next to it) only in a folder fit
+/// for it: not `/`, not $HOME itself.
+fn check_new_file_folder(file: &std::path::Path) -> Result<()> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    Ok(spec::locate::check_new_file_folder(file, home.as_deref())?)
+}
+
 fn man(a: ManArgs) -> Result<ExitCode> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let Some(dir) = a.dir else {
@@ -242,6 +249,7 @@ async fn init(opts: &Options, a: InitArgs) -> Result<ExitCode> {
             }
         }
     }
+    check_new_file_folder(&opts.config)?;
     if a.image.is_some() && a.runtime != pgrepl_core::spec::RuntimeKind::Docker {
         bail!("--image is the docker runtime's: add `--runtime docker`, or leave --image out");
     }
@@ -278,6 +286,7 @@ async fn up(opts: &Options, a: UpArgs) -> Result<ExitCode> {
     let (port, on_command_line) = base_port(a.base_port)?;
     let mut notes = Vec::new();
     if !opts.config.exists() {
+        check_new_file_folder(&opts.config)?;
         let port = port.unwrap_or(pgrepl_core::spec::DEFAULT_BASE_PORT);
         let spec = ClusterSpec::lab(pgrepl_core::spec::DEFAULT_CLUSTER_NAME, port)?;
         runtime::check_new_spec(&spec, "pgrepl up --base-port")?;
@@ -531,6 +540,9 @@ async fn each_node(opts: &Options, a: NodesArgs, action: NodeAction) -> Result<E
     let (cluster, _lock) = open_locked(opts).await?;
     for n in &a.nodes {
         cluster.node(n)?;
+    }
+    if matches!(action, NodeAction::Stop) {
+        ops::control::refuse_frozen(&cluster, &a.nodes).await?;
     }
     let progress: Box<dyn Progress> = if a.json {
         Box::new(Silent)

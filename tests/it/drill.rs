@@ -59,6 +59,21 @@ fn crash_drill_loses_no_acknowledged_write_and_reports() {
     // sync-block needs synchronous replication, which the lab does not enable by default.
     let e = c.fails(&["drill", "sync-block"]);
     assert!(e.contains("needs synchronous replication"), "{e}");
+    // A [sync] that lists the primary itself would leave the promoted standby waiting for
+    // the primary the drill kills: refused up front, in one line naming the fix.
+    let spec = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(
+        &c.config,
+        format!("{spec}\n[sync]\nstandbys = [\"pg0\", \"sync2\"]\n"),
+    )
+    .unwrap();
+    let e = c.fails(&["drill", "failover", "--writers", "1"]);
+    assert!(
+        e.contains("lists the primary pg0 itself") && e.contains("`pgrepl sync enable --standbys"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    std::fs::write(&c.config, spec).unwrap();
 
     let report = c.path().join("report");
     let out = c.ok(&[

@@ -283,6 +283,22 @@ fn a_partitioned_async_standby_stops_receiving_and_catches_up() {
     assert!(c
         .ok(&["net", "partition", "pg1", "--no-host"])
         .contains("already has it"));
+    // A rejoin (or a repoint) across the partition refuses at once, before any change,
+    // naming the heal; it would otherwise fail at its streaming timeout.
+    let t = std::time::Instant::now();
+    for args in [
+        &["rejoin", "pg1", "--upstream", "pg2"][..],
+        &["standby", "follow", "pg1", "--upstream", "pg2"],
+    ] {
+        let e = c.fails(args);
+        assert!(
+            e.contains("cannot reach each other") && e.contains("`pgrepl net heal pg1`"),
+            "{args:?}: {e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(c.node_status("pg1")["upstream"], "pg0", "pg1 was changed");
 
     c.sql("pg0", "INSERT INTO p SELECT generate_series(1, 100)");
     c.wait_sql("pg2", "SELECT count(*) FROM p", "101");
@@ -484,6 +500,23 @@ fn bad_fault_input_changes_nothing_and_local_refuses_network_faults() {
         "{s}"
     );
     assert!(c.ok(&["status"]).contains("frozen"));
+    // A stop of a frozen node refuses at once (it would wait out the stop timeout), and so
+    // does `down`, before it stops anything.
+    let t = std::time::Instant::now();
+    for args in [&["stop", "pg2", "pg1"][..], &["down"]] {
+        let e = c.fails(args);
+        assert!(
+            e.contains("pg1 is frozen: `pgrepl thaw pg1` first, or `pgrepl kill pg1`"),
+            "{args:?}: {e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.node_status("pg2")["state"], "running", "pg2 was stopped");
     c.ok(&["thaw", "pg1"]);
     assert_eq!(c.node_status("pg1")["frozen"], false);
     assert!(c.ok(&["thaw", "pg1"]).contains("not frozen"));

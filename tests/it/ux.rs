@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::{free_base_port, Pg, TestCluster};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// pgrepl as a user runs it: no -c, from `dir`, with none of pgrepl's variables set.
 fn bare(dir: &Path, args: &[&str]) -> Command {
@@ -142,6 +142,28 @@ fn getting_started_from_any_folder() {
     );
     let written = std::fs::read_to_string(elsewhere.path().join("pgrepl.toml")).unwrap();
     assert!(written.contains(&format!("port = {other}")), "{written}");
+    // Nodes of a file that were never built are "not created", with the command that builds
+    // them; not crashed, not "needs rejoin".
+    let s = json(&stdout_of(
+        &bare(elsewhere.path(), &["status", "--json"])
+            .output()
+            .unwrap(),
+    ));
+    for n in ["pg0", "pg1"] {
+        let n = node(&s, n);
+        assert_eq!(
+            (&n["created"], &n["needs_rejoin"]),
+            (&json!(false), &json!(false)),
+            "{n}"
+        );
+        assert!(n["note"].as_str().unwrap().contains("`pgrepl up`"), "{n}");
+    }
+    let table = stdout_of(&bare(elsewhere.path(), &["status"]).output().unwrap());
+    assert!(
+        table.contains("not created") && !table.contains("rejoin"),
+        "{table}"
+    );
+    assert!(table.contains("`pgrepl up` builds it"), "{table}");
 
     // `ps` tells this cluster's processes from another's: cluster_name is cluster/node.
     let pid = std::fs::read_to_string(c.data_dir("pg1").join("postmaster.pid")).unwrap();
@@ -176,7 +198,9 @@ pg_test!(the_lab_as_psql_users_know_it, |pg: Pg| {
         ]),
         "CREATE TABLE\nINSERT 0 2\n2\nUPDATE 2\n"
     );
-    // A write on a standby: refused by PostgreSQL, with where writes go.
+    // A write on a standby: refused by PostgreSQL, with where writes go (once the table
+    // has reached it: before, the error is that it does not exist).
+    c.wait_sql("pg1", "SELECT count(*) FROM ux", "2");
     let e = c.fails(&["sql", "pg1", "INSERT INTO ux VALUES (3)"]);
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("read-only transaction"), "{e}");
@@ -277,3 +301,23 @@ pg_test!(the_lab_as_psql_users_know_it, |pg: Pg| {
     assert_eq!(c.writable_nodes(), ["pg0"]);
     assert!(!c.status()["warnings"].to_string().contains("no copy"));
 });
+
+#[test]
+fn no_cluster_is_written_into_the_home_folder_itself() {
+    let home = temp_dir();
+    for args in [&["init"][..], &["up"]] {
+        let e = stderr_of_failure(
+            &bare(home.path(), args)
+                .env("HOME", home.path())
+                .output()
+                .unwrap(),
+        );
+        assert!(e.contains("home folder") && e.contains("-c "), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+    }
+    assert_eq!(
+        std::fs::read_dir(home.path()).unwrap().count(),
+        0,
+        "wrote something"
+    );
+}

@@ -161,9 +161,52 @@ impl Event {
             Event::Partition { .. } | Event::Delay { .. } => {
                 ctx.cluster.runtime.check_network_faults()
             }
-            Event::Freeze { .. } | Event::Crash | Event::Failover => Ok(()),
+            Event::Failover => refuse_primary_listed_as_sync(ctx),
+            Event::Freeze { .. } | Event::Crash => Ok(()),
         }
     }
+}
+
+/// The failover drill promotes a synchronous standby, and the cluster file's `[sync]` then
+/// applies to it. When that list names the primary itself, the promoted node's commits wait
+/// for the primary the drill has just killed, so writes would not resume until it rejoins,
+/// after the run: the drill refuses before it starts.
+fn refuse_primary_listed_as_sync(ctx: &Ctx<'_>) -> Result<()> {
+    // Earlier runs and operations save the file: read it as it is now.
+    let cluster = ctx.cluster.reloaded()?;
+    let Some(sync) = &cluster.spec.sync else {
+        return Ok(());
+    };
+    let primary = ctx.primary;
+    let app = cluster.node(primary)?.application_name();
+    if !sync.standbys.iter().any(|s| s == app) {
+        return Ok(());
+    }
+    let listed: Vec<&str> = cluster
+        .spec
+        .nodes
+        .iter()
+        .filter(|n| n.name != primary)
+        .map(|n| n.application_name())
+        .filter(|a| sync.standbys.iter().any(|s| s == a))
+        .collect();
+    // At least two, so that one is left to confirm commits once the other is promoted.
+    let suggested: Vec<&str> = if listed.len() >= 2 {
+        listed
+    } else {
+        cluster
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.name != primary)
+            .map(|n| n.application_name())
+            .collect()
+    };
+    Err(Error::Precondition(format!(
+        "the failover drill cannot run while synchronous replication lists the primary {primary} itself ([sync] standbys = {}): the standby it promotes would wait for {primary}, which the drill kills, and writes would not resume until {primary} rejoins; list standbys only: `pgrepl sync enable --standbys {}`",
+        sync.standbys.join(", "),
+        suggested.join(",")
+    )))
 }
 
 /// When the event happened and what it did.

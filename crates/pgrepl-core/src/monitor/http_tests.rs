@@ -39,6 +39,7 @@ fn node(
         flush_lag_ms: None,
         replay_lag_ms: lag.map(|l| l as f64 / 1000.0),
         needs_rejoin: false,
+        created: true,
         note: None,
         streaming: role == Some(Role::Standby) && state == State::Running,
         frozen: false,

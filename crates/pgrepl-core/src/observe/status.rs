@@ -60,6 +60,9 @@ pub struct NodeStatus {
     pub replay_lag_ms: Option<f64>,
     /// Diverged from the current primary's history: only `pgrepl rejoin` brings it back.
     pub needs_rejoin: bool,
+    /// It has a data directory: false for a node of the cluster file never built (the note
+    /// names the command that builds it).
+    pub created: bool,
     pub note: Option<String>,
     /// Every process of the node is stopped (`pgrepl freeze`).
     pub frozen: bool,
@@ -168,6 +171,14 @@ fn build(
             "{} runs as the primary, but other nodes are on a newer timeline history: its data is older than theirs; make the newest of them the primary (`pgrepl failover --force`) and rejoin {} (`pgrepl rejoin {} --upstream NODE`)",
             stale.name, stale.name, stale.name
         ));
+    } else if primaries.is_empty()
+        && !cluster
+            .spec
+            .nodes
+            .iter()
+            .any(|n| cluster.server(&n.name).is_ok_and(|s| s.exists()))
+    {
+        warnings.push("the cluster is not built yet: `pgrepl up` builds it".into());
     } else if primaries.is_empty() {
         warnings.push(
             "no running primary: writes are impossible until one is started or promoted".into(),
@@ -226,7 +237,16 @@ fn build(
                     .and_then(Probe::system_id)
                     .zip(p.system_id())
                     .is_some_and(|(a, b)| a != b);
+            // A node never built has no data to diverge: it is "not created", not crashed.
+            let created = p.running || cluster.server(&spec.name).is_ok_and(|s| s.exists());
             let (needs_rejoin, note) = match history {
+                _ if !created => (
+                    false,
+                    Some(format!(
+                        "not created (no data directory yet): create it with {}",
+                        spec.create_hint()
+                    )),
+                ),
                 _ if foreign => (
                     true,
                     Some(format!(
@@ -274,6 +294,7 @@ fn build(
                 flush_lag_ms: seen_by_upstream.and_then(|d| d.flush_lag_ms),
                 replay_lag_ms: seen_by_upstream.and_then(|d| d.replay_lag_ms),
                 needs_rejoin,
+                created,
                 note: note.or_else(|| p.error.clone()),
                 frozen: false,
                 faults: Vec::new(),

@@ -58,7 +58,8 @@ pub fn cluster_conf(cluster: &Cluster) -> String {
         setting("wal_keep_size", "16MB"),
         setting("wal_recycle", "off"),
         "# A slot keeps the WAL its standby still needs, but no more than this: a standby down\n\
-         # for longer loses its slot (`pgrepl status` warns) and needs `pgrepl rejoin --reclone`,\n\
+         # for longer loses its slot (`pgrepl status` warns) and needs\n\
+         # `pgrepl rejoin NODE --upstream UPSTREAM --reclone`,\n\
          # where an unbounded slot would fill its upstream's disk until PostgreSQL stops. From\n\
          # max_slot_wal_keep_size in the cluster file.\n"
             .into(),

@@ -9,21 +9,15 @@ use crate::error::{Error, Result};
 use crate::node;
 use crate::ops::{guard, Outcome};
 use crate::progress::Progress;
-use crate::runtime::StopMode;
+use crate::runtime::{self, ProcessState, StopMode};
 
 pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
     let spec = cluster.node(node)?;
     let server = cluster.server(node)?;
     if !server.exists() {
         return Err(Error::Precondition(format!(
-            "'{node}' has no data directory yet: create it with `pgrepl up`{}",
-            spec.upstream
-                .as_ref()
-                .map(|u| format!(
-                    " or `pgrepl standby add {node} --slot {} --upstream {u}`",
-                    spec.slot.as_deref().unwrap_or("SLOT")
-                ))
-                .unwrap_or_default()
+            "'{node}' has no data directory yet: create it with {}",
+            spec.create_hint()
         )));
     }
     if server.is_running().await {
@@ -33,7 +27,20 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
     Ok(Outcome::Done(started.describe(node)))
 }
 
+/// Refuses, before anything stops, to stop a frozen node: its processes cannot act on the
+/// shutdown signal, so a stop would only wait out its timeout (and on docker the engine
+/// would thaw it to deliver the signal, letting it run again).
+pub async fn refuse_frozen(cluster: &Cluster, nodes: &[String]) -> Result<()> {
+    for node in nodes {
+        if cluster.server(node)?.state().await? == ProcessState::Frozen {
+            return Err(Error::Precondition(runtime::frozen_refusal(node)));
+        }
+    }
+    Ok(())
+}
+
 pub async fn stop(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Result<Outcome> {
+    refuse_frozen(cluster, &[node.to_string()]).await?;
     let server = cluster.server(node)?;
     if !server.is_running().await {
         return Ok(Outcome::AlreadyDone(format!("{node} is already stopped")));
@@ -56,6 +63,8 @@ pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
 /// Stops every running node, in parallel, then removes what the runtime made for them
 /// (`purge`: for good, the data goes too).
 pub async fn down(cluster: &Cluster, purge: bool, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+    let names: Vec<String> = cluster.spec.nodes.iter().map(|n| n.name.clone()).collect();
+    refuse_frozen(cluster, &names).await?;
     let mut outcomes = try_join_all(
         cluster
             .spec

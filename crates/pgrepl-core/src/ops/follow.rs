@@ -29,6 +29,13 @@ pub async fn follow(
     }
     let mut spec = cluster.spec.clone();
     spec.set_upstream(node, upstream, None)?;
+    crate::ops::net::refuse_partitioned(
+        cluster,
+        node,
+        upstream,
+        &format!("point {node} at {upstream}"),
+    )
+    .await?;
     let previous = cluster.swap_spec(spec);
     let result = repoint(cluster, node, progress).await;
     cluster.settle_spec(previous, result)

@@ -189,6 +189,29 @@ pub async fn show(cluster: &Cluster) -> Result<Vec<NodeFaults>> {
     Ok(out)
 }
 
+/// Refuses, before anything changes, an operation that needs `a` and `b` to talk (a standby
+/// streaming from its upstream) while a partition injected on either cuts them apart: it
+/// would only fail after its changes, at its timeout. `doing` says what was asked.
+pub async fn refuse_partitioned(cluster: &Cluster, a: &str, b: &str, doing: &str) -> Result<()> {
+    for (on, other) in [(a, b), (b, a)] {
+        // A runtime that cannot tell has no faults to name; the operation's own waits remain.
+        let faults = cluster
+            .runtime
+            .faults(cluster.node(on)?)
+            .await
+            .unwrap_or_default();
+        let cut = faults.iter().find(|f| {
+            matches!(f, NetFault::Partition { from, .. } if from.is_empty() || from.iter().any(|n| n == other))
+        });
+        if let Some(f) = cut {
+            return Err(Error::Precondition(format!(
+                "cannot {doing}: {a} and {b} cannot reach each other ({on} is {f}); end the partition first with `pgrepl net heal {on}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Stops (SIGSTOP, or the runtime's equivalent) or resumes every process of `node`.
 pub async fn freeze(cluster: &Cluster, node: &str, frozen: bool) -> Result<Outcome> {
     let spec = cluster.node(node)?;
@@ -216,14 +239,11 @@ pub async fn freeze(cluster: &Cluster, node: &str, frozen: bool) -> Result<Outco
             "{node} stopped meanwhile: nothing to {verb}"
         )));
     }
-    Ok(Outcome::Done(format!(
-        "{node} {done}{}",
-        if frozen {
-            ": every process stopped; `pgrepl thaw` resumes it"
-        } else {
-            ""
-        }
-    )))
+    Ok(Outcome::Done(if frozen {
+        format!("{node} {done}: every process stopped; `pgrepl thaw {node}` resumes it")
+    } else {
+        format!("{node} {done}")
+    }))
 }
 
 #[cfg(test)]

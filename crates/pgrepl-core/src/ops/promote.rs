@@ -191,7 +191,7 @@ pub(crate) async fn holding_commits<'a>(
             out.push(f);
             continue;
         };
-        let d = super::rejoin::discarded_wal(cluster, spec, &server.data, tli, from).await;
+        let d = super::rejoin::discarded_wal(cluster, spec, &server.data, tli, from, f.end).await;
         if d.transactions != Some(0) {
             out.push(f);
         }

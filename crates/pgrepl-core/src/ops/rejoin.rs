@@ -31,11 +31,13 @@ use crate::spec::NodeSpec;
 
 /// WAL of the old timeline that a rewind discards: what the node wrote after the fork point,
 /// which the new primary never received.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discarded {
     pub tli: u32,
     pub fork: Lsn,
-    pub end: Lsn,
+    /// Where that WAL ends; None when neither pg_waldump nor the node's end of WAL could tell
+    /// (then the amount is unknown, never reported as 0).
+    pub end: Option<Lsn>,
     /// Commit records (transactions) among the discarded WAL, when pg_waldump could read it.
     pub transactions: Option<u64>,
     /// Heap inserts, updates and deletes among it.
@@ -43,29 +45,43 @@ pub struct Discarded {
 }
 
 impl Discarded {
-    pub fn bytes(&self) -> u64 {
-        self.end.bytes_after(self.fork)
+    /// Bytes of WAL past the fork point; None when unknown.
+    pub fn bytes(&self) -> Option<u64> {
+        self.end.map(|end| end.bytes_after(self.fork))
+    }
+
+    /// Whether it is known that nothing was written past the fork point.
+    pub fn known_empty(&self) -> bool {
+        self.transactions.is_some() && self.bytes() == Some(0)
     }
 
     pub fn describe(&self) -> String {
-        let mut s = format!(
-            "fork point {} on timeline {}; discarded {} bytes of WAL of timeline {} past it (up to {})",
-            self.fork,
-            self.tli,
-            self.bytes(),
-            self.tli,
-            self.end
-        );
-        if let (Some(t), Some(r)) = (self.transactions, self.row_changes) {
-            s += &format!(
-                ": {t} committed {}, {r} row {} that never reached the new primary",
-                if t == 1 {
-                    "transaction"
-                } else {
-                    "transactions"
-                },
-                if r == 1 { "change" } else { "changes" }
-            );
+        let (fork, tli) = (self.fork, self.tli);
+        let mut s = match self.end {
+            Some(end) => format!(
+                "fork point {fork} on timeline {tli}; discarded {} bytes of WAL of timeline {tli} past it (up to {end})",
+                end.bytes_after(fork)
+            ),
+            None => format!(
+                "fork point {fork} on timeline {tli}; discarded an unknown amount of WAL of timeline {tli} past it (pg_waldump could not read it)"
+            ),
+        };
+        match (self.transactions, self.row_changes) {
+            (Some(t), Some(r)) => {
+                s += &format!(
+                    ": {t} committed {}, {r} row {} that never reached the new primary",
+                    if t == 1 {
+                        "transaction"
+                    } else {
+                        "transactions"
+                    },
+                    if r == 1 { "change" } else { "changes" }
+                );
+            }
+            _ if self.end.is_some() => {
+                s += ": how many transactions it held is unknown (pg_waldump could not read it)"
+            }
+            _ => {}
         }
         s
     }
@@ -104,6 +120,13 @@ pub async fn rejoin(
     }
     let mut next = cluster.spec.clone();
     next.set_upstream(node, upstream, slot)?;
+    crate::ops::net::refuse_partitioned(
+        cluster,
+        node,
+        upstream,
+        &format!("rejoin {node} to {upstream}"),
+    )
+    .await?;
     let up = cluster.connect(upstream).await.map_err(|e| {
         Error::Precondition(format!(
             "cannot rejoin {node}: its new upstream {upstream} is not reachable ({e}); start it (`pgrepl start {upstream}`) or name another with --upstream"
@@ -369,17 +392,17 @@ async fn rejoin_inner(
 
     // What the rewind will throw away, read before crash recovery adds its own checkpoint.
     let discarded = match fork {
-        Some(fork) => Some(discarded_wal(cluster, &spec, &server.data, tli, fork).await),
+        Some(fork) => {
+            let known = end.as_ref().map(|e| e.end);
+            Some(discarded_wal(cluster, &spec, &server.data, tli, fork, known).await)
+        }
         None => None,
     };
     if !clean {
         // A crash that left no WAL past the fork point (or a standby on the upstream's
         // timeline) needs no rewind: started as a standby, it replays its own WAL first
         // (crash recovery) and then follows the new timeline.
-        let nothing_past = match &discarded {
-            None => true,
-            Some(d) => d.transactions.is_some() && d.end == d.fork,
-        };
+        let nothing_past = discarded.as_ref().is_none_or(Discarded::known_empty);
         if nothing_past {
             let what = discarded.map(|d| d.describe());
             return finish(
@@ -657,20 +680,23 @@ async fn crash_recovery(cluster: &Cluster, node: &str, progress: &dyn Progress) 
 }
 
 /// Reads the old timeline's WAL past the fork point with pg_waldump: how much there is and
-/// how many transactions and row changes it holds. Best effort: on failure only the bytes
-/// (from the control file) are known.
+/// how many transactions and row changes it holds. Best effort: on failure only the bytes up
+/// to the node's known end of WAL (`known_end`, None after a crash) are known, and without
+/// that the amount is unknown.
 pub(crate) async fn discarded_wal(
     cluster: &Cluster,
     node: &NodeSpec,
     data: &Path,
     tli: u32,
     fork: Lsn,
+    known_end: Option<Lsn>,
 ) -> Discarded {
-    let mut d = Discarded {
+    let unknown = Discarded {
         tli,
         fork,
-        end: fork,
-        ..Default::default()
+        end: known_end.map(|e| e.max(fork)),
+        transactions: None,
+        row_changes: None,
     };
     let mut cmd = cluster.runtime.command(node, "pg_waldump");
     cmd.arg("-p")
@@ -678,18 +704,20 @@ pub(crate) async fn discarded_wal(
         .args(["-t", &tli.to_string(), "-s", &fork.to_string()]);
     // pg_waldump exits non-zero at the end of the WAL it can read, which is always here.
     let Ok(out) = cmd.output().await else {
-        return d;
+        return unknown;
     };
     let w = WaldumpSummary::parse(&String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
     if w.records == 0 && !err.contains("could not find a valid record") {
         tracing::debug!(%err, "pg_waldump could not read the discarded WAL");
-        return d;
+        return unknown;
     }
-    d.end = w.end.unwrap_or(fork).max(fork);
-    d.transactions = Some(w.commits);
-    d.row_changes = Some(w.row_changes);
-    d
+    Discarded {
+        end: Some(w.end.unwrap_or(fork).max(fork)),
+        transactions: Some(w.commits),
+        row_changes: Some(w.row_changes),
+        ..unknown
+    }
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -828,6 +856,38 @@ rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 0/05020C58,
         assert_eq!(s.commits, 2);
         assert_eq!(s.row_changes, 1 + 3 + 1);
         assert_eq!(s.end, Some(Lsn(0x05020C58 + 120)));
+    }
+
+    #[test]
+    fn an_unknown_discard_is_never_zero_bytes() {
+        let fork = Lsn(0x5020B18);
+        let mut d = Discarded {
+            tli: 1,
+            fork,
+            end: None,
+            transactions: None,
+            row_changes: None,
+        };
+        assert!(d.describe().contains("unknown amount"), "{}", d.describe());
+        assert!(!d.describe().contains("0 bytes"), "{}", d.describe());
+        assert_eq!(d.bytes(), None);
+        assert!(!d.known_empty());
+        // The end known from the control data, the contents not.
+        d.end = Some(Lsn(0x5020C18));
+        assert!(
+            d.describe().contains("discarded 256 bytes"),
+            "{}",
+            d.describe()
+        );
+        assert!(d.describe().contains("transactions it held is unknown"));
+        d.end = Some(fork);
+        assert!(
+            !d.known_empty(),
+            "no pg_waldump figures: not known to be empty"
+        );
+        d.transactions = Some(0);
+        d.row_changes = Some(0);
+        assert!(d.known_empty());
     }
 
     #[test]

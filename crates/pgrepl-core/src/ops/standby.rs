@@ -128,14 +128,27 @@ pub async fn add(
     };
     let mut spec = cluster.spec.clone();
     let is_new = spec.node(node).is_err();
+    if !is_new {
+        crate::ops::net::refuse_partitioned(
+            cluster,
+            node,
+            &upstream,
+            &format!("clone {node} from {upstream}"),
+        )
+        .await?;
+    }
     if is_new {
-        let port = spec
+        let highest = spec
             .nodes
             .iter()
             .map(|n| n.port)
             .max()
-            .unwrap_or(crate::spec::DEFAULT_BASE_PORT)
-            + 1;
+            .unwrap_or(crate::spec::DEFAULT_BASE_PORT);
+        let port = highest.checked_add(1).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no port is left after {highest} for {node}: add it to the cluster file with a port of its own, then run `pgrepl standby add {node} --slot {slot}`"
+            ))
+        })?;
         spec.nodes.push(NodeSpec {
             name: node.to_string(),
             host: spec.root().host,
@@ -239,18 +252,18 @@ pub async fn wait_streaming_from(
             }
         }
         if std::time::Instant::now() >= deadline {
+            // Error::Command reads "<what> failed: <detail>".
             return Err(Error::Command {
                 what: format!(
-                    "{node} did not start streaming{} within {}s",
+                    "waiting for {node} to stream{}",
                     named
                         .as_deref()
                         .map(|u| format!(" from {u}"))
                         .unwrap_or_default(),
-                    timeout.as_secs()
                 ),
                 detail: format!(
-                    "--- last lines of {}'s log ---\n{}",
-                    node,
+                    "it did not within {} s (see `pgrepl status` and `pgrepl logs {node}`); the last lines of {node}'s log:\n{}",
+                    timeout.as_secs(),
                     server.log_tail(10).await
                 ),
             });

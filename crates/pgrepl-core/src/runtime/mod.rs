@@ -61,6 +61,12 @@ pub enum ProcessState {
     Frozen,
 }
 
+/// The one-line refusal to stop a frozen node: a stop would wait out its timeout (or, on
+/// docker, thaw it to deliver the signal).
+pub fn frozen_refusal(node: &str) -> String {
+    format!("{node} is frozen: `pgrepl thaw {node}` first, or `pgrepl kill {node}`")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
     /// Disconnects clients, writes a shutdown checkpoint: no WAL lost.

@@ -86,6 +86,41 @@ impl Located {
     }
 }
 
+/// Folders a new cluster file (and `.pgrepl/`, the data next to it) must not go into: the
+/// root, the user's home folder itself, and the system's own folders. A student running `up`
+/// from `/` or `~` would scatter a cluster there; a project folder keeps it in one place.
+const SYSTEM_FOLDERS: [&str; 10] = [
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/sbin", "/sys", "/usr", "/var",
+];
+
+/// Refuses, before anything is written, a new cluster file in an unsuitable folder (see
+/// [`SYSTEM_FOLDERS`]); `home` is `$HOME`.
+pub fn check_new_file_folder(file: &Path, home: Option<&Path>) -> Result<()> {
+    let folder = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    let home = home.map(|h| std::fs::canonicalize(h).unwrap_or_else(|_| h.to_path_buf()));
+    let what = if folder == Path::new("/") {
+        "the root folder"
+    } else if home.as_deref() == Some(folder.as_path()) {
+        "your home folder itself"
+    } else if SYSTEM_FOLDERS.iter().any(|s| folder == Path::new(s)) {
+        "a system folder"
+    } else {
+        return Ok(());
+    };
+    let name = file.file_name().map_or_else(
+        || DEFAULT_FILE.to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Err(Error::Invalid(format!(
+        "refusing to write {name} and the cluster's data (.pgrepl/) into {} ({what}): run pgrepl in a project folder (e.g. `mkdir -p /srv/lab && cd /srv/lab`), or name a file there with -c /srv/lab/{name}",
+        folder.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +161,22 @@ mod tests {
             e.contains("PGREPL_CONFIG") && e.contains("/elsewhere/c.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn no_new_cluster_file_in_the_root_home_or_system_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir_all(home.join("lab")).unwrap();
+        for bad in ["/pgrepl.toml", "/etc/pgrepl.toml"] {
+            let e = check_new_file_folder(Path::new(bad), Some(&home)).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("project folder") && e.contains("-c "), "{e}");
+        }
+        let e = check_new_file_folder(&home.join(DEFAULT_FILE), Some(&home)).unwrap_err();
+        assert!(e.to_string().contains("home folder"), "{e}");
+        check_new_file_folder(&home.join("lab").join(DEFAULT_FILE), Some(&home)).unwrap();
+        check_new_file_folder(Path::new("/srv/lab/pgrepl.toml"), Some(&home)).unwrap();
     }
 
     #[test]

@@ -180,12 +180,29 @@ impl NodeSpec {
     pub fn is_root(&self) -> bool {
         self.upstream.is_none()
     }
+
+    /// The commands that create this node's data directory, for a node that has none yet.
+    pub fn create_hint(&self) -> String {
+        match &self.upstream {
+            Some(u) => format!(
+                "`pgrepl up` or `pgrepl standby add {} --slot {} --upstream {u}`",
+                self.name,
+                self.slot.as_deref().unwrap_or("SLOT")
+            ),
+            None => "`pgrepl up`".into(),
+        }
+    }
 }
 
 impl ClusterSpec {
     /// The lab of the Advanced Databases course: pg0 primary, pg1 async standby, pg2 and pg3
     /// standbys that are candidates for synchronous replication as `sync2`/`sync3`.
     pub fn lab(name: &str, base_port: u16) -> Result<Self> {
+        if base_port < crate::spec::validate::FIRST_UNPRIVILEGED_PORT {
+            return Err(Error::Invalid(format!(
+                "base port {base_port} is a privileged port (below 1024), where PostgreSQL, running as an unprivileged user, cannot listen: choose one from 1024 to 32764, e.g. 25432"
+            )));
+        }
         if base_port.checked_add(3).is_none() {
             return Err(Error::Invalid(format!(
                 "base port {base_port} leaves no room for 4 nodes: choose one at most 65532"

@@ -53,6 +53,10 @@ fn duplicates_are_refused() {
     s.nodes[2].port = s.nodes[1].port;
     assert!(err(&s).contains("duplicate port"), "{}", err(&s));
 
+    // Docker publishes every node's port on the host: they clash there too.
+    s.cluster.runtime = RuntimeKind::Docker;
+    assert!(err(&s).contains("duplicate port"), "{}", err(&s));
+
     let mut s = lab();
     s.nodes[2].slot = Some("pg1_slot".into());
     assert!(err(&s).contains("duplicate slot 'pg1_slot'"), "{}", err(&s));
@@ -299,4 +303,25 @@ fn netns_needs_no_distinct_ports_and_only_it_takes_a_subnet() {
         "{}",
         err(&s)
     );
+}
+
+#[test]
+fn privileged_ports_are_refused_with_the_fix() {
+    let mut s = lab();
+    s.nodes[1].port = 80;
+    let e = err(&s);
+    assert!(
+        e.contains("node 'pg1' has port 80") && e.contains("1024"),
+        "{e}"
+    );
+    for base in [0, 80, 1023] {
+        let e = ClusterSpec::lab("lab", base).unwrap_err().to_string();
+        assert!(
+            e.contains("privileged") && e.contains("e.g. 25432"),
+            "{base}: {e}"
+        );
+    }
+    let e = ClusterSpec::lab("lab", 65533).unwrap_err().to_string();
+    assert!(e.contains("no room for 4 nodes"), "{e}");
+    ClusterSpec::lab("lab", 1024).unwrap().validate().unwrap();
 }

@@ -5,6 +5,10 @@ use std::collections::{HashMap, HashSet};
 use super::{ClusterSpec, RuntimeKind, SyncSpec};
 use crate::error::{Error, Result};
 
+/// Ports below this one are privileged: only root may listen there, and PostgreSQL never
+/// runs as root.
+pub(crate) const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
 /// PostgreSQL's limit on a name (NAMEDATALEN - 1).
 const NAME_MAX: usize = 63;
 
@@ -226,8 +230,15 @@ impl ClusterSpec {
                     n.name
                 )));
             }
-            // Where every node has an address of its own (netns), ports cannot clash.
-            let shared_host = c.runtime == RuntimeKind::Local;
+            if n.port < FIRST_UNPRIVILEGED_PORT && c.runtime == RuntimeKind::Local {
+                return Err(Error::Invalid(format!(
+                    "node '{}' has port {}, a privileged port (below 1024) where PostgreSQL, running as an unprivileged user, cannot listen: give it a port from 1024 to 32767 (the lab uses 15432-15435)",
+                    n.name, n.port
+                )));
+            }
+            // Where every node has an address of its own (netns), ports cannot clash; docker
+            // publishes every node's port on the host, so there they can.
+            let shared_host = c.runtime != RuntimeKind::Netns;
             if let Some(other) = addrs
                 .insert((n.host, n.port), n.name.as_str())
                 .filter(|_| shared_host)

@@ -212,15 +212,24 @@ fn decide(
         }
     }
     if let Some(t) = to {
+        let mut reason = match auto() {
+            Ok(a) if a.node != t => format!(
+                "chosen with --to; the automatic choice would have been {}: {}",
+                a.node, a.reason
+            ),
+            Ok(_) => "chosen with --to (it is also the automatic choice)".into(),
+            // Never "also the automatic choice" when there was none: say why not.
+            Err(e) => format!("chosen with --to; pgrepl would have chosen no node: {e}"),
+        };
+        let asynchronous = candidates.iter().any(|c| c.name == t && !c.synchronous);
+        if sync_required && asynchronous {
+            reason += &format!(
+                "; WARNING: {t} is an asynchronous standby under synchronous replication: commits the primary acknowledged after a synchronous standby confirmed them may be missing on {t}, and are lost"
+            );
+        }
         return Ok(Decision {
             node: t.to_string(),
-            reason: match auto() {
-                Ok(a) if a.node != t => format!(
-                    "chosen with --to; the automatic choice would have been {}: {}",
-                    a.node, a.reason
-                ),
-                _ => "chosen with --to (it is also the automatic choice)".into(),
-            },
+            reason,
         });
     }
     if let Some(j) = chosen_before {
@@ -434,4 +443,52 @@ async fn finish(
         ));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::timeline::TimelinePath;
+    use crate::postgres::Lsn;
+
+    fn cand(name: &str, synchronous: bool) -> Candidate {
+        Candidate {
+            name: name.into(),
+            timeline: 1,
+            path: Some(TimelinePath::new(1, Vec::new())),
+            received: Lsn(100),
+            replayed: Lsn(100),
+            synchronous,
+        }
+    }
+
+    #[test]
+    fn an_asynchronous_target_under_sync_is_never_promoted_silently() {
+        // No synchronous standby runs: --to an async one is not "the automatic choice".
+        let only_async = [cand("pg2", false), cand("pg3", false)];
+        let d = decide(Some("pg2"), None, &only_async, true, false).unwrap();
+        assert!(
+            !d.reason.contains("also the automatic choice"),
+            "{}",
+            d.reason
+        );
+        assert!(d.reason.contains("no synchronous standby"), "{}", d.reason);
+        assert!(
+            d.reason.contains("WARNING: pg2 is an asynchronous standby"),
+            "{}",
+            d.reason
+        );
+        // Without --to it refuses.
+        assert!(decide(None, None, &only_async, true, false).is_err());
+        // With a synchronous one running, --to an async one says so too.
+        let mixed = [cand("pg1", true), cand("pg2", false)];
+        let d = decide(Some("pg2"), None, &mixed, true, false).unwrap();
+        assert!(d.reason.contains("would have been pg1"), "{}", d.reason);
+        assert!(d.reason.contains("WARNING"), "{}", d.reason);
+        let d = decide(Some("pg1"), None, &mixed, true, false).unwrap();
+        assert!(!d.reason.contains("WARNING"), "{}", d.reason);
+        // Asynchronous replication: nothing to warn about.
+        let d = decide(Some("pg2"), None, &mixed, false, false).unwrap();
+        assert!(!d.reason.contains("WARNING"), "{}", d.reason);
+    }
 }

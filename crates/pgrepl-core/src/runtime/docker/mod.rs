@@ -110,7 +110,7 @@ pub fn validate_image(image: &str) -> Result<()> {
 /// The refusal to touch an engine object of the same name that is not this cluster's.
 fn foreign(kind: &str, name: &str, cluster: &str, fix: &str) -> Error {
     Error::Precondition(format!(
-        "a docker {kind} named '{name}' exists that is not cluster '{cluster}''s (its pgrepl labels differ): pgrepl leaves it alone; remove it yourself (`{fix}`), or give this cluster another name (`pgrepl init --name`)"
+        "a docker {kind} named '{name}' exists that is not cluster '{cluster}''s (its pgrepl labels differ): pgrepl leaves it alone; remove it yourself (`{fix}`), or give this cluster another name (`name` under [cluster] in its cluster file, or `pgrepl init --name NAME` for a new one)"
     ))
 }
 
@@ -593,10 +593,7 @@ impl Runtime for DockerRuntime {
         if c.paused {
             // The engine would thaw it to deliver the signal: a frozen node is not let run
             // again by a stop.
-            return Err(Error::Precondition(format!(
-                "{} is frozen: thaw it first (`pgrepl thaw {}`), or kill it",
-                node.name, node.name
-            )));
+            return Err(Error::Precondition(super::frozen_refusal(&node.name)));
         }
         let signal = match mode {
             StopMode::Fast => "SIGINT",
