@@ -327,3 +327,30 @@ fn a_stopped_primary_ahead_of_every_standby_is_not_failed_over() {
     c.ok(&["start", "pg0"]);
     c.assert_one_primary_holding("t", &acked);
 }
+
+// Review F2: an interrupted failover's journal outlives the interruption when the operator
+// finishes the job by hand (follow, rejoin). The next failover must not trust it: the
+// journal's old primary is a streaming standby by then, not the failed primary.
+#[test]
+fn a_failover_journal_finished_by_hand_is_not_trusted_later() {
+    let (c, mut acked) = cluster_with_rows(Pg::V18, "");
+    c.ok(&["stop", "pg0"]);
+    let points = [
+        "failover: journal written".to_string(),
+        "failover: promoted".to_string(),
+    ];
+    c.crash_at_named(&["failover"], &points, "failover: promoted");
+    let first = c.the_writable();
+    let other = if first == "pg1" { "pg2" } else { "pg1" };
+    c.ok(&["standby", "follow", other, "--upstream", &first]);
+    c.ok(&["rejoin", "pg0", "--upstream", &first]);
+    acked.extend(c.insert_acked("t", 100, 10));
+    c.wait_replicated();
+
+    c.ok(&["kill", &first]);
+    let out = c.ok(&["failover"]);
+    assert!(!out.contains("the old primary pg0"), "{out}");
+    let primary = c.assert_one_primary_holding("t", &acked);
+    assert_ne!(primary, first);
+    c.assert_file_topology_streams(&[first.as_str()]);
+}

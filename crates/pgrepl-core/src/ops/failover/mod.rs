@@ -47,7 +47,7 @@ pub async fn failover(
         cluster.node(t)?;
     }
     let probes = topology::probe_all(cluster).await;
-    let journal: Option<Journal> = journal::read(cluster, JOURNAL);
+    let journal = live_journal(cluster, &probes)?;
     let primaries: Vec<&Probe> = probes.iter().filter(|p| p.is_primary()).collect();
     match primaries.as_slice() {
         [] => {}
@@ -72,6 +72,25 @@ pub async fn failover(
         many => return Err(promote::split_brain(cluster, &probes, many)),
     }
     promote_best(cluster, to, force, journal, &probes, progress).await
+}
+
+/// The journal of an interrupted failover, when what PostgreSQL says still agrees with it.
+/// It is stale once that failover was finished some other way (its old primary rejoined as a
+/// standby, or the file records its target while the target no longer serves): trusting it
+/// then would take a standby for the failed primary. A stale journal is removed.
+fn live_journal(cluster: &Cluster, probes: &[Probe]) -> Result<Option<Journal>> {
+    let Some(j) = journal::read::<Journal>(cluster, JOURNAL) else {
+        return Ok(None);
+    };
+    let is = |name: &str, f: fn(&Probe) -> bool| probes.iter().any(|p| p.name == name && f(p));
+    let target_serves = is(&j.target, Probe::is_primary);
+    let finished = is(&j.old, Probe::is_standby) || cluster.spec.root().name == j.target;
+    if target_serves || !finished {
+        return Ok(Some(j));
+    }
+    tracing::info!(old = %j.old, target = %j.target, "an earlier failover's journal is stale: removed");
+    journal::clear(cluster, JOURNAL)?;
+    Ok(None)
 }
 
 /// The primary that answers is not the one the cluster file names, or is the one an earlier
