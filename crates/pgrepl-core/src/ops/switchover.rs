@@ -231,24 +231,38 @@ async fn take_over(
     progress.step(&format!(
         "waiting for {target} to replay {old}'s shutdown checkpoint"
     ));
-    let tc = cluster.connect(target).await?;
+    // Nothing is promoted yet: a target that dies, freezes or stops answering now gives the
+    // old primary its role back at once, not after the catch-up timeout.
+    let tc = match cluster.connect(target).await {
+        Ok(c) => c,
+        Err(e) => return roll_back(cluster, old, target, &e.to_string()).await,
+    };
+    let target_server = cluster.server(target)?;
     let t1 = Instant::now();
     let caught_up = wait::until(
         &format!("{target} to replay {old}'s shutdown checkpoint at {ckpt}"),
         CATCH_UP_TIMEOUT,
         || async {
-            let row = tc
+            let row = match tc
                 .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
                 .await
-                .ok()?;
+            {
+                Ok(row) => row,
+                Err(e) => return Some(Err(format!("{target} stopped answering: {e}"))),
+            };
+            if !target_server.is_running().await {
+                return Some(Err(format!("{target} stopped")));
+            }
             let replayed: Lsn = row.get::<_, Option<String>>(0)?.parse().ok()?;
             // Replay positions are record ends: past the checkpoint's start means replayed.
-            (replayed > ckpt).then_some(())
+            (replayed > ckpt).then_some(Ok(()))
         },
     )
     .await;
-    if let Err(e) = caught_up {
-        return roll_back(cluster, old, target, &e.to_string()).await;
+    match caught_up {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return roll_back(cluster, old, target, &why).await,
+        Err(e) => return roll_back(cluster, old, target, &e.to_string()).await,
     }
     let catch_up = t1.elapsed();
     crashpoint::reached("switchover: target caught up");
