@@ -354,3 +354,17 @@ fn a_failover_journal_finished_by_hand_is_not_trusted_later() {
     assert_ne!(primary, first);
     c.assert_file_topology_streams(&[first.as_str()]);
 }
+
+// Review F10: `promote NODE --fence` stops the primary, then must not promote a standby that
+// lacks what the primary acknowledged (here pg2 cascades from pg1, which is stopped): it
+// starts the primary again and refuses.
+#[test]
+fn promote_with_fence_never_discards_the_fenced_primarys_commits() {
+    let (c, mut acked) = cluster_with_rows(Pg::V18, "");
+    c.ok(&["standby", "follow", "pg2", "--upstream", "pg1"]);
+    c.ok(&["stop", "pg1"]);
+    acked.extend(c.insert_acked("t", 100, 50));
+    let e = c.fails(&["promote", "pg2", "--fence"]);
+    assert!(e.contains("pg0") && e.contains("--force"), "{e}");
+    assert_eq!(c.assert_one_primary_holding("t", &acked), "pg0");
+}

@@ -199,6 +199,62 @@ pub(crate) async fn holding_commits<'a>(
     out
 }
 
+/// How long a standby may take to receive what a fenced primary sent before it stopped.
+const FENCED_CATCH_UP: Duration = Duration::from_secs(3);
+
+/// After `promote --fence`: the fenced primaries stopped cleanly, and their last WAL went to
+/// the standbys that stream from them. `node` must have received it all (a standby that does
+/// not stream from them, say it cascades from a stopped node, has not): otherwise the fenced
+/// primaries are started again and the promotion is refused, before anything else changed.
+async fn fenced_lose_nothing(cluster: &Cluster, node: &str, fenced: &[&str]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + FENCED_CATCH_UP;
+    loop {
+        let probes = topology::probe_all(cluster).await;
+        let facts = authority::of_probes(cluster, &probes);
+        let me = probes.iter().find(|p| p.name == node).expect("probed");
+        let mine = facts.iter().find(|f| f.name == node).expect("probed");
+        let holds = Facts {
+            end: mine
+                .end
+                .max(me.position.as_ref().and_then(|p| p.receive_lsn)),
+            ..mine.clone()
+        };
+        let stopped: Vec<Facts> = facts
+            .iter()
+            .filter(|f| fenced.contains(&f.name.as_str()) && !f.running)
+            .cloned()
+            .collect();
+        let further = authority::further_than(&holds, &stopped);
+        if further.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let further = holding_commits(cluster, &holds, further).await;
+            if further.is_empty() {
+                return Ok(());
+            }
+            let refusal = further_refusal(
+                &holds,
+                &further,
+                &format!("pgrepl promote {node} --fence --force"),
+            );
+            for f in &further {
+                cluster.server(&f.name)?.start().await?;
+            }
+            return Err(Error::Precondition(format!(
+                "{}; {} started again as before",
+                refusal,
+                further
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The refusal to promote `candidate` while `further` hold WAL of the same timeline past its
 /// end: the commits there would be discarded.
 pub(crate) fn further_refusal(candidate: &Facts, further: &[&Facts], force: &str) -> Error {
@@ -339,6 +395,9 @@ pub async fn promote(
     if fence_others {
         let names: Vec<&str> = old_primaries.iter().map(String::as_str).collect();
         fence(cluster, &names, progress).await?;
+        if !force {
+            fenced_lose_nothing(cluster, node, &names).await?;
+        }
     }
 
     progress.step(&format!("promoting {node}"));
