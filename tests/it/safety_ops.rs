@@ -368,3 +368,23 @@ fn promote_with_fence_never_discards_the_fenced_primarys_commits() {
     assert!(e.contains("pg0") && e.contains("--force"), "{e}");
     assert_eq!(c.assert_one_primary_holding("t", &acked), "pg0");
 }
+
+// Review F9: a frozen standby would hold the old primary's fast shutdown (and the cluster's
+// writes) for a minute: switchover refuses before it stops anything.
+#[test]
+fn switchover_refuses_at_once_while_a_standby_is_frozen() {
+    let (c, acked) = cluster_with_rows(Pg::V18, "");
+    c.ok(&["freeze", "pg2"]);
+    let t = std::time::Instant::now();
+    let e = c.fails(&["switchover", "--to", "pg1"]);
+    assert!(e.contains("pgrepl thaw pg2"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.assert_one_primary_holding("t", &acked), "pg0");
+    c.ok(&["thaw", "pg2"]);
+    c.ok(&["switchover", "--to", "pg1"]);
+    assert_eq!(c.assert_one_primary_holding("t", &acked), "pg1");
+}

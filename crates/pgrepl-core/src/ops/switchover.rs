@@ -122,6 +122,20 @@ async fn from_the_start(
             describe(t)
         )));
     }
+    // A node that runs but does not answer (frozen, hung) holds the old primary's fast
+    // shutdown until wal_sender_timeout if it streams from it: writes would stop for a minute.
+    let silent: Vec<&str> = probes
+        .iter()
+        .filter(|p| p.name != old && p.running && p.position.is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    if let Some(n) = silent.first() {
+        return Err(Error::Precondition(format!(
+            "{} {} running but not answering (frozen or hung): its walsender would hold {old}'s shutdown, and writes, for up to a minute; thaw it (`pgrepl thaw {n}`) or stop it (`pgrepl kill {n}`) first",
+            silent.join(" and "),
+            if silent.len() > 1 { "are" } else { "is" }
+        )));
+    }
     let old_server = cluster.server(old)?;
     if !old_server.is_running().await {
         return Err(Error::Precondition(format!("{old} stopped meanwhile")));
