@@ -388,3 +388,20 @@ fn switchover_refuses_at_once_while_a_standby_is_frozen() {
     c.ok(&["switchover", "--to", "pg1"]);
     assert_eq!(c.assert_one_primary_holding("t", &acked), "pg1");
 }
+
+// Review F7: a failover onto the only synchronous standby leaves nothing synchronous: said
+// loudly by the failover and by status, not silently.
+#[test]
+fn losing_the_only_synchronous_standby_to_a_failover_is_said() {
+    let (c, acked) = cluster_with_rows(Pg::V18, "");
+    c.ok(&["sync", "enable", "--standbys", "pg1"]);
+    c.ok(&["kill", "pg0"]);
+    let out = c.ok(&["failover"]);
+    assert!(out.contains("synchronous replication is off"), "{out}");
+    assert_eq!(c.assert_one_primary_holding("t", &acked), "pg1");
+    let warnings = c.status()["warnings"].to_string();
+    assert!(
+        warnings.contains("synchronous replication is off"),
+        "{warnings}"
+    );
+}

@@ -334,6 +334,9 @@ fn build(
         }
     }
     if !split_brain && sync.is_none() {
+        if let Some(w) = primary.and_then(|p| crate::ops::sync::lost_warning(cluster, &p.name)) {
+            warnings.push(w.trim_start_matches("WARNING: ").to_string());
+        }
         warnings.extend(primary.and_then(|p| no_copy_warning(p, &nodes)));
     }
     ClusterStatus {

@@ -82,9 +82,10 @@ pub(crate) async fn record_primary(
     }
     crashpoint::reached(&format!("{op}: cluster file saved"));
     config::apply_shared(cluster, target).await?;
-    let line = sync::apply_to_primary(cluster, target)
-        .await?
-        .map(|setting| format!("{target}: synchronous_standby_names = '{setting}'"));
+    let line = match sync::apply_to_primary(cluster, target).await? {
+        Some(setting) => Some(format!("{target}: synchronous_standby_names = '{setting}'")),
+        None => sync::lost_warning(cluster, target),
+    };
     crashpoint::reached(&format!("{op}: synchronous replication applied"));
     Ok(line)
 }

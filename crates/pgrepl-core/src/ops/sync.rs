@@ -690,6 +690,20 @@ pub async fn apply_to_primary(cluster: &Cluster, primary: &str) -> Result<Option
     Ok(Some(setting))
 }
 
+/// A warning when the cluster file's `[sync]` names no standby but `primary` itself (its only
+/// synchronous standby became the primary): commits go on with no synchronous copy. None
+/// without `[sync]`, or when other standbys are named.
+pub fn lost_warning(cluster: &Cluster, primary: &str) -> Option<String> {
+    let sync = cluster.spec.sync.as_ref()?;
+    let own = cluster.node(primary).ok()?.application_name().to_string();
+    if for_primary(sync, &own).is_some() {
+        return None;
+    }
+    Some(format!(
+        "WARNING: synchronous replication is off: the cluster file's [sync] lists only {primary}, which is the primary now, so commits are acknowledged with no synchronous copy; choose synchronous standbys with `pgrepl sync enable --standbys NODE[,NODE...]`"
+    ))
+}
+
 /// After a change of primary: a warning when the new primary's synchronous standbys are not
 /// connected to it, so that every commit waits (for instance the list's only other name is the
 /// old primary, now down). Gives the standbys a moment to reconnect before judging.
