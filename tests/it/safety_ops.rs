@@ -405,3 +405,23 @@ fn losing_the_only_synchronous_standby_to_a_failover_is_said() {
         "{warnings}"
     );
 }
+
+// Review F8: the running primary removed from the cluster file by hand. The standbys still
+// stream from it: failover must not promote a second primary.
+#[test]
+fn failover_asks_the_standbys_whether_a_primary_runs() {
+    let (c, acked) = cluster_with_rows(Pg::V18, "");
+    let before = c.spec_text();
+    let mut spec = c.spec();
+    spec.nodes.retain(|n| n.name != "pg0");
+    for n in &mut spec.nodes {
+        n.upstream = (n.name != "pg1").then(|| "pg1".to_string());
+        n.slot = None;
+    }
+    spec.save(&c.config).unwrap();
+    let e = c.fails(&["failover"]);
+    assert!(e.contains("no node of the cluster file"), "{e}");
+    // The file back as it was, to ask every node who is writable.
+    std::fs::write(&c.config, before).unwrap();
+    assert_eq!(c.assert_one_primary_holding("t", &acked), "pg0");
+}

@@ -49,6 +49,11 @@ pub async fn failover(
     let probes = topology::probe_all(cluster).await;
     let journal = live_journal(cluster, &probes)?;
     let primaries: Vec<&Probe> = probes.iter().filter(|p| p.is_primary()).collect();
+    if primaries.is_empty() && !force {
+        if let Some(refusal) = unknown_sender(cluster, &probes) {
+            return Err(refusal);
+        }
+    }
     match primaries.as_slice() {
         [] => {}
         [p] => {
@@ -72,6 +77,28 @@ pub async fn failover(
         many => return Err(promote::split_brain(cluster, &probes, many)),
     }
     promote_best(cluster, to, force, journal, &probes, progress).await
+}
+
+/// "Is there a primary?" is also asked of the standbys: one that streams from a server that is
+/// no node of the cluster file (a node removed from the file by hand, say) shows that a
+/// primary may be running there, and promoting would make a second one.
+fn unknown_sender(cluster: &Cluster, probes: &[Probe]) -> Option<Error> {
+    probes.iter().find_map(|p| {
+        let pos = p.position.as_ref()?;
+        let streaming = pos.in_recovery && pos.receiver_status.as_deref() == Some("streaming");
+        if !streaming || cluster.sender(pos).is_some() {
+            return None;
+        }
+        let at = format!(
+            "{}:{}",
+            pos.sender_host.as_deref()?,
+            pos.sender_port?
+        );
+        Some(Error::Precondition(format!(
+            "{} streams from {at}, which is no node of the cluster file: a primary may be running there, and promoting a standby would make a second one; add that node back to the cluster file, or stop that server, then run `pgrepl failover` again (`--force` promotes anyway)",
+            p.name
+        )))
+    })
 }
 
 /// The journal of an interrupted failover, when what PostgreSQL says still agrees with it.
