@@ -47,11 +47,8 @@ fn main() -> ExitCode {
     match rt.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            // The whole chain, one cause per line: the first line names the problem.
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            // One line, as every refusal is: the problem first, then its causes.
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
