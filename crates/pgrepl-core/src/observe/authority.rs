@@ -191,10 +191,12 @@ pub fn start_as(
     // Its data would start it as a primary.
     let serving = others.iter().find(|o| o.primary);
     let superseder = serving.filter(|p| supersedes(p, node)).or_else(|| {
+        // The newest history; on it, the node that was promoted (its data is a primary's)
+        // and runs, rather than a standby that merely followed it: that is the node to name.
         others
             .iter()
             .filter(|o| supersedes(o, node))
-            .max_by_key(|o| o.tli())
+            .max_by_key(|o| (o.tli(), !o.standby, o.running))
     });
     let rejoin = |up: &str| format!("`pgrepl rejoin {name} --upstream {up}`");
 
