@@ -362,7 +362,9 @@ fn no_copy_warning(primary: &Probe, nodes: &[NodeStatus]) -> Option<String> {
     }
     let stopped: Vec<&str> = others
         .iter()
-        .filter(|n| n.state == State::Stopped)
+        // Only those `start` would bring back as they are: a node that needs a rejoin is
+        // named in its own note.
+        .filter(|n| n.state == State::Stopped && !n.needs_rejoin && n.created)
         .map(|n| n.name.as_str())
         .collect();
     Some(format!(
