@@ -47,8 +47,15 @@ fn main() -> ExitCode {
     match rt.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            // One line, as every refusal is: the problem first, then its causes.
-            eprintln!("error: {e:#}");
+            // One line, as every refusal is: the problem first, then the causes its message
+            // does not already quote.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+                if !line.contains(&cause) {
+                    line = format!("{line}: {cause}");
+                }
+            }
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }

@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Init(a) => init(&opts, a).await,
-        Command::Up(a) => up(&opts, a).await,
+        Command::Up(a) => resumable(up(&opts, a)).await,
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(a.shell, &mut cmd, "pgrepl", &mut std::io::stdout());
@@ -77,11 +77,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
             print(outcome)
         }
-        Command::Standby(StandbyCmd::Follow(a)) => failover::follow(&opts, a).await,
-        Command::Promote(a) => failover::promote(&opts, a).await,
-        Command::Failover(a) => failover::failover(&opts, a).await,
-        Command::Switchover(a) => failover::switchover(&opts, a).await,
-        Command::Rejoin(a) => failover::rejoin(&opts, a).await,
+        Command::Standby(StandbyCmd::Follow(a)) => resumable(failover::follow(&opts, a)).await,
+        Command::Promote(a) => resumable(failover::promote(&opts, a)).await,
+        Command::Failover(a) => resumable(failover::failover(&opts, a)).await,
+        Command::Switchover(a) => resumable(failover::switchover(&opts, a)).await,
+        Command::Rejoin(a) => resumable(failover::rejoin(&opts, a)).await,
         Command::HaproxyConfig(a) => haproxy_config(&opts, a),
         Command::Status(a) => status(&opts, a).await,
         Command::Load(LoadCmd::Wal(a)) => load_wal(&opts, a).await,
@@ -123,6 +123,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A multi-step operation stopped by Ctrl-C says so, and how to finish it: every step leaves
+/// what a re-run needs (PostgreSQL's own state, or the operation's journal), so running the
+/// same command again completes it. Without this, SIGINT would end pgrepl silently.
+/// The first Ctrl-C lets the current step finish (a child program such as pg_ctl or
+/// pg_basebackup would otherwise go on alone) and stops at the next step boundary; a second
+/// one stops at once.
+async fn resumable(op: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+    tokio::pin!(op);
+    tokio::select! {
+        r = &mut op => return r,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("interrupted: stopping once the current step is done (Ctrl-C again stops at once)");
+    pgrepl_core::crashpoint::stop_at_next_step(|step| {
+        eprintln!("stopped after: {step}");
+        interrupted_exit()
+    });
+    tokio::select! {
+        r = &mut op => r,
+        _ = tokio::signal::ctrl_c() => interrupted_exit(),
+    }
+}
+
+fn interrupted_exit() -> ! {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    eprintln!(
+        "interrupted halfway: run `pgrepl {}` again; it completes what this run began",
+        args.join(" ")
+    );
+    std::process::exit(130)
 }
 
 /// Commands that work on an existing cluster file; the others write one (`init`, `up`), make

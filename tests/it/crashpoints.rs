@@ -166,3 +166,37 @@ fn check_up(c: &TestCluster) {
     assert_eq!(c.the_writable(), "pg0");
     c.assert_file_topology_streams(&[]);
 }
+
+/// Ctrl-C (SIGINT, as a terminal sends it) halfway through `up` says how to finish, and the
+/// re-run it names completes the cluster.
+#[test]
+fn ctrl_c_halfway_says_to_run_it_again_and_the_rerun_completes() {
+    let c = TestCluster::three_nodes(Pg::V18, "");
+    let child = c
+        .command(&["up"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once pg0's data directory exists, up is past its first steps.
+    let t = Instant::now();
+    while !c.data_dir("pg0").exists() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The standbys were still to come: it stopped at a step boundary, and said how to go on.
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("stopped after:") && err.contains("run `pgrepl"),
+        "{err}"
+    );
+    c.ok(&["up"]);
+    assert_eq!(c.writable_nodes(), ["pg0"]);
+    c.assert_file_topology_streams(&[]);
+}

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cluster_dir;
 pub use crate::cluster_dir::ClusterLock;
@@ -213,6 +214,25 @@ impl Cluster {
         conn::connect(&self.superuser_params(n, &self.secrets()?))
             .await
             .map_err(|e| with_node(e, node))
+    }
+
+    /// Connects to a node that may still be starting (an earlier run started it and was
+    /// killed before it answered): "the database system is starting up" is waited out, for
+    /// as long as its server runs, up to `bound`; any other failure is returned at once.
+    pub async fn connect_once_started(&self, node: &str, bound: Duration) -> Result<Conn> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            match self.connect(node).await {
+                Err(e)
+                    if e.is_starting_up()
+                        && tokio::time::Instant::now() < deadline
+                        && self.server(node)?.is_running().await =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                r => return r,
+            }
+        }
     }
 
     pub async fn connect_session(&self, node: &str) -> Result<Session> {

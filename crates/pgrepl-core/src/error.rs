@@ -66,6 +66,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// PostgreSQL refused the connection because it is starting up, shutting down or still
+    /// in recovery before a consistent state (SQLSTATE 57P03).
+    pub fn is_starting_up(&self) -> bool {
+        matches!(self, Error::Sql { source, .. }
+            if source.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW))
+    }
+}
+
 /// Attach a human description to io and SQL errors, in the manner of `anyhow::Context`.
 pub trait ResultExt<T> {
     fn what(self, what: impl FnOnce() -> String) -> Result<T>;

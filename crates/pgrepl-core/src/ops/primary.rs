@@ -84,7 +84,10 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
         }
     }
 
-    let client = cluster.connect(node).await?;
+    // It may still be starting: an `up` killed after it started the server comes back here.
+    let client = cluster
+        .connect_once_started(node, std::time::Duration::from_secs(60))
+        .await?;
     let pos = queries::position(&client).await?;
     if pos.in_recovery {
         return Err(Error::Precondition(format!(
