@@ -147,7 +147,9 @@ fn lab_scenario_on_docker() {
     c.ok(&["kill", "pg0"]);
     c.ok(&["start", "pg1"]);
     assert_eq!(node(&c.status(), "pg0")["state"], "stopped");
-    let out = c.ok(&["promote", "pg1"]);
+    // pg2 and pg3 hold the row pg1 missed: promoting pg1 discards it, so it takes --force.
+    assert!(c.fails(&["promote", "pg1"]).contains("--force"));
+    let out = c.ok(&["promote", "pg1", "--force"]);
     assert!(out.contains("timeline 2"), "{out}");
     let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
     assert!(out.contains("pg_rewind"), "{out}");

@@ -207,7 +207,9 @@ fn lab_scenario_on_netns() {
     c.ok(&["kill", "pg0"]);
     c.sql("pg1", "ALTER SYSTEM RESET primary_conninfo");
     c.sql("pg1", "SELECT pg_reload_conf()");
-    let out = c.ok(&["promote", "pg1"]);
+    // pg2 and pg3 hold the row pg1 missed: promoting pg1 discards it, so it takes --force.
+    assert!(c.fails(&["promote", "pg1"]).contains("--force"));
+    let out = c.ok(&["promote", "pg1", "--force"]);
     assert!(out.contains("timeline 2"), "{out}");
     c.sql("pg1", "INSERT INTO lab VALUES (2, 'from pg1')");
     let out = c.ok(&["rejoin", "pg0", "--upstream", "pg1"]);
