@@ -234,7 +234,13 @@ pub fn start_as(
         (None, None) => {
             let ahead_of_upstream = upstream
                 .and_then(|u| others.iter().find(|o| o.name == u))
-                .is_some_and(|u| matches!(against(u, node), Some(Lineage::Ahead)) || supersedes(node, u));
+                .is_some_and(|u| {
+                    matches!(against(u, node), Some(Lineage::Ahead))
+                        || supersedes(node, u)
+                        // Further along the upstream's own timeline: it would ask the
+                        // upstream for WAL the upstream never had.
+                        || !further_than(u, std::slice::from_ref(node)).is_empty()
+                });
             if ahead_of_upstream {
                 let up = upstream.unwrap_or(spec_root);
                 StartAs::Refuse(format!(
@@ -443,5 +449,17 @@ mod tests {
             .map(|f| f.name.as_str())
             .collect();
         assert_eq!(further, ["pg0"]);
+    }
+
+    #[test]
+    fn a_primary_further_than_its_named_upstream_is_not_started_behind_it() {
+        // The file was edited to make pg2 (a standby that lags) the primary and pg1 its
+        // standby, though pg1 is the last primary and ahead of pg2 on the same timeline.
+        let pg1 = f("pg1", 1, "", Some("0/6000000"));
+        let pg2 = standby(f("pg2", 1, "", Some("0/5000000")));
+        match start_as(&pg1, "pg2", Some("pg2"), &[pg2]) {
+            StartAs::Refuse(why) => assert!(why.contains("newer than pg2"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
