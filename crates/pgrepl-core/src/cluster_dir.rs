@@ -29,6 +29,9 @@ const OWN_FILES: &[&str] = &[
     // Journals of an interrupted failover or switchover (ops::journal).
     ".failover.json",
     ".switchover.json",
+    // The monitor's event log and its one-monitor-per-cluster lock.
+    crate::monitor::events_log::FILE,
+    crate::monitor::run::LOCK_FILE,
 ];
 /// Directories of `bench up`'s bare steps, and the docker runtime's /etc files for a user's
 /// image.

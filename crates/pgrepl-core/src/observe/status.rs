@@ -91,6 +91,21 @@ pub struct ClusterStatus {
 
 pub async fn status(cluster: &Cluster) -> ClusterStatus {
     let (probes, faults) = tokio::join!(topology::probe_all(cluster), injected(cluster));
+    assemble(cluster, &probes, faults).await
+}
+
+/// The status from probes already taken (the monitor's tick probes once for its decision
+/// and its health endpoints).
+pub async fn of_probes(cluster: &Cluster, probes: &[Probe]) -> ClusterStatus {
+    let faults = injected(cluster).await;
+    assemble(cluster, probes, faults).await
+}
+
+async fn assemble(
+    cluster: &Cluster,
+    probes: &[Probe],
+    faults: Vec<(bool, Vec<NetFault>)>,
+) -> ClusterStatus {
     // The primary's timeline history tells a node that can still follow it from one that
     // has gone past the fork point.
     let history = topology::pick_primary(cluster, &probes).and_then(|p| {
@@ -99,8 +114,8 @@ pub async fn status(cluster: &Cluster) -> ClusterStatus {
             path: p.path.clone()?,
         })
     });
-    let wal_ends = stopped_wal_ends(cluster, &probes).await;
-    let mut status = build(cluster, &probes, history.as_ref(), &wal_ends);
+    let wal_ends = stopped_wal_ends(cluster, probes).await;
+    let mut status = build(cluster, probes, history.as_ref(), &wal_ends);
     for (n, (frozen, f)) in status.nodes.iter_mut().zip(faults) {
         n.frozen = frozen;
         n.faults = f;

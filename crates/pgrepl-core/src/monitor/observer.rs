@@ -1,0 +1,128 @@
+//! One tick's look at the cluster: the runtime's word on each node's processes and what each
+//! node's PostgreSQL answers, all nodes at once, each within a bound (a node that does not
+//! answer in time did not answer). The questions are `observe::topology::probe`'s, the same
+//! ones `pgrepl status` and `pgrepl failover` ask: no second copy of them.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use super::observation::{Downstream, NodeObs, Observation, Process, Receiver, Role, Slot};
+use crate::cluster::Cluster;
+use crate::observe::lineage;
+use crate::observe::topology::{self, Probe};
+use crate::runtime::ProcessState;
+use crate::spec::NodeSpec;
+
+/// One tick: the observation for the decision, and the probes it was made from (for the
+/// health snapshot).
+pub struct Seen {
+    pub obs: Observation,
+    pub probes: Vec<Probe>,
+}
+
+/// Observes every node of the cluster file concurrently, each within `bound`. `busy` is
+/// whether another pgrepl command holds the cluster's lock.
+pub async fn observe(cluster: &Cluster, at_ms: u64, busy: bool, bound: Duration) -> Seen {
+    let seen = join_all(
+        cluster
+            .spec
+            .nodes
+            .iter()
+            .map(|n| observe_node(cluster, n, bound)),
+    )
+    .await;
+    let (nodes, probes) = seen.into_iter().unzip();
+    Seen {
+        obs: Observation { at_ms, busy, nodes },
+        probes,
+    }
+}
+
+async fn observe_node(cluster: &Cluster, spec: &NodeSpec, bound: Duration) -> (NodeObs, Probe) {
+    // The runtime's word first, on its own: a runtime that cannot tell (its daemon did not
+    // answer) must not read as a dead node, which would be acted on at once.
+    let process = match tokio::time::timeout(bound, cluster.runtime.state(spec)).await {
+        Ok(Ok(ProcessState::Stopped)) => Process::Gone,
+        Ok(Ok(ProcessState::Running)) => Process::Running,
+        Ok(Ok(ProcessState::Frozen)) => Process::Frozen,
+        Ok(Err(_)) | Err(_) => Process::Unknown,
+    };
+    let probe = match tokio::time::timeout(bound, topology::probe(cluster, &spec.name)).await {
+        Ok(p) => p,
+        Err(_) => silent_probe(&spec.name, bound),
+    };
+    let obs = to_obs(cluster, spec, process, &probe);
+    (obs, probe)
+}
+
+/// A node that did not answer within the bound (partitioned, overloaded).
+fn silent_probe(name: &str, bound: Duration) -> Probe {
+    Probe {
+        name: name.to_string(),
+        running: true,
+        position: None,
+        downstreams: Vec::new(),
+        sync: None,
+        control: None,
+        wal_timeline: None,
+        path: None,
+        not_answering: true,
+        slots: Vec::new(),
+        error: Some(format!("did not answer within {} ms", bound.as_millis())),
+    }
+}
+
+fn to_obs(cluster: &Cluster, spec: &NodeSpec, process: Process, p: &Probe) -> NodeObs {
+    let mut n = NodeObs::new(&spec.name, process);
+    n.system_id = p.system_id();
+    n.path = p.path.clone();
+    n.standby_signal = cluster.data_dir(&spec.name).join("standby.signal").exists();
+    if let Some(pos) = &p.position {
+        n.answered = true;
+        n.role = Some(if pos.in_recovery {
+            Role::Standby
+        } else {
+            Role::Primary
+        });
+        n.end = if pos.in_recovery {
+            pos.replay_lsn
+        } else {
+            pos.current_lsn
+        };
+        n.received = pos.receive_lsn;
+        n.replayed = pos.replay_lsn;
+        n.receiver = pos.receiver_status.as_ref().map(|status| Receiver {
+            upstream: cluster.sender(pos).map(|u| u.name.clone()),
+            streaming: status == "streaming",
+            last_msg_age_ms: pos.last_msg_age_ms.map(|a| a.max(0.0) as u64),
+        });
+    } else if !p.running {
+        // A stopped node: where its WAL ends, from its control file (None after a crash),
+        // on the timeline path its WAL reached.
+        if let Some(end) = lineage::stopped_end(p) {
+            n.end = Some(end.end);
+            n.path = Some(end.path);
+        }
+    }
+    n.sync_names = p.sync.as_ref().map(|(names, ..)| names.clone());
+    n.downstreams = p
+        .downstreams
+        .iter()
+        .map(|d| Downstream {
+            application_name: d.application_name.clone(),
+            streaming: d.state.as_deref() == Some("streaming"),
+            sync_state: d.sync_state.clone(),
+            flush: d.flush_lsn,
+        })
+        .collect();
+    n.slots = p
+        .slots
+        .iter()
+        .map(|s| Slot {
+            name: s.name.clone(),
+            active: s.active,
+        })
+        .collect();
+    n
+}
