@@ -107,6 +107,35 @@ pub fn read_from(cluster_dir: &Path, offset: u64) -> Result<(Vec<Record>, u64)> 
     Ok((out, at))
 }
 
+/// The records in the last `bytes` of the log (for `events -n N` and `status`, which need
+/// only the end of a log that grows for as long as the cluster lives).
+pub fn tail(cluster_dir: &Path, bytes: u64) -> Result<Vec<Record>> {
+    let p = path(cluster_dir);
+    let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+    let mut start = len.saturating_sub(bytes);
+    if start > 0 {
+        // From the start of the first whole line after `start`.
+        let mut f = std::fs::File::open(&p).what(|| format!("cannot read {}", p.display()))?;
+        f.seek(SeekFrom::Start(start - 1))
+            .what(|| format!("cannot read {}", p.display()))?;
+        let mut skipped = String::new();
+        BufReader::new(f)
+            .read_line(&mut skipped)
+            .what(|| format!("cannot read {}", p.display()))?;
+        start = start - 1 + skipped.len() as u64;
+    }
+    Ok(read_from(cluster_dir, start)?.0)
+}
+
+/// The monitor's last decision, if its log has one near its end.
+pub fn last_decision(cluster_dir: &Path) -> Option<Record> {
+    tail(cluster_dir, 64 * 1024)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|r| r.event.kind == super::event::EventKind::Decided)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
