@@ -44,10 +44,11 @@ impl Record {
             .replace('T', " ")
             .trim_end_matches('Z')
             .to_string();
+        // One line per event: an operation's report of several lines is joined.
+        let text = self.event.to_string().replace('\n', "; ");
         format!(
-            "{time}  {:<4} {}",
+            "{time}  {:<4} {text}",
             self.event.node.as_deref().unwrap_or("-"),
-            self.event
         )
     }
 }

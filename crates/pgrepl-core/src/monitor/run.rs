@@ -238,9 +238,9 @@ pub async fn run(
             }
         };
         // Another command at work holds the cluster's lock: the monitor leaves the cluster
-        // to it. While the monitor acts, it holds the lock itself.
-        let cluster_lock = cluster_dir::lock(&dir, &name, cluster.runner()).await;
-        let busy = cluster_lock.is_err();
+        // to it. The monitor holds the lock only while it acts, so that commands typed
+        // beside it run.
+        let busy = cluster_dir::lock(&dir, &name, cluster.runner()).await.is_err();
         let seen = observer::observe(&cluster, at_ms, busy, probe_bound(&timing)).await;
         let actions = decide(&intent, &timing, &mut state, &seen.obs);
 
@@ -249,14 +249,31 @@ pub async fn run(
         snapshot.promoted_at = promoted_at.clone();
         let _ = tx.send(Arc::new(snapshot));
 
+        let mut cluster_lock = None;
         for action in &actions {
             if let Action::Log(e) = action {
                 log(e);
                 continue;
             }
-            if busy {
-                // The decision does not act while busy; should it ever, nothing is done.
-                continue;
+            if cluster_lock.is_none() {
+                match cluster_dir::lock(&dir, &name, cluster.runner()).await {
+                    Ok(l) => cluster_lock = Some(l),
+                    Err(e) => {
+                        // A command started since the observation: it goes first, and the
+                        // next tick decides again.
+                        log(&Event::observed(
+                            at_ms,
+                            "busy",
+                            action.node(),
+                            format!("{} postponed: {e}", action.describe()),
+                        ));
+                        break;
+                    }
+                }
+                // The cluster file as it is under the lock.
+                if let Ok(c) = cluster.reloaded() {
+                    cluster = c;
+                }
             }
             let event = executor::execute(&mut cluster, action, at_ms).await;
             log(&event);
