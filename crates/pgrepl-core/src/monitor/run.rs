@@ -240,7 +240,9 @@ pub async fn run(
         // Another command at work holds the cluster's lock: the monitor leaves the cluster
         // to it. The monitor holds the lock only while it acts, so that commands typed
         // beside it run.
-        let busy = cluster_dir::lock(&dir, &name, cluster.runner()).await.is_err();
+        let busy = cluster_dir::lock(&dir, &name, cluster.runner())
+            .await
+            .is_err();
         let seen = observer::observe(&cluster, at_ms, busy, probe_bound(&timing)).await;
         let actions = decide(&intent, &timing, &mut state, &seen.obs);
 

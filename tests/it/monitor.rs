@@ -1,0 +1,274 @@
+//! `pgrepl monitor` on real clusters (PostgreSQL 18): it runs as a child process with short
+//! timings while the test kills, freezes and restarts things, and every verdict is asked of
+//! PostgreSQL directly (a libpq write) or of the health endpoints' status codes.
+
+use std::io::Read;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::common::{free_base_port, Pg, TestCluster};
+
+/// A running `pgrepl monitor`; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Monitor {
+    child: Option<Child>,
+    out: std::path::PathBuf,
+}
+
+impl Monitor {
+    fn start(c: &TestCluster, extra: &[&str]) -> Monitor {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let out = c.path().join(format!("monitor-{seq}.out"));
+        let mut args = vec!["monitor", "--interval", "200ms"];
+        args.extend_from_slice(extra);
+        let child = c
+            .command(&args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+            .spawn()
+            .expect("start pgrepl monitor");
+        let m = Monitor {
+            child: Some(child),
+            out,
+        };
+        m.wait_output("monitor started", Duration::from_secs(20));
+        m
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn wait_output(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.output().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the monitor did not print {text:?} within {within:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the exit status once it stopped.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        crate::common::exit_within(
+            &mut child,
+            Duration::from_secs(30),
+            "the monitor stops on SIGTERM",
+        )
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// pg0 primary; pg1 and pg2 (sync2) standbys, under FIRST 1 (pg1, sync2): pg1 confirms
+/// every commit.
+fn sync_cluster(pg: Pg) -> TestCluster {
+    let c = TestCluster::three_nodes(pg, "");
+    let text = std::fs::read_to_string(&c.config).unwrap()
+        + "\n[sync]\nstandbys = [\"pg1\", \"sync2\"]\nmethod = \"first\"\nnum = 1\n";
+    std::fs::write(&c.config, text).unwrap();
+    c.ok(&["up"]);
+    c.sql("pg0", "CREATE TABLE t (id bigint PRIMARY KEY)");
+    c
+}
+
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The status code of GET `path` on 127.0.0.1:`port` (HTTP/1.0 by hand: the tests have no
+/// HTTP client).
+fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Each node's (/primary, /replica) status codes, on base + i.
+fn health(base: u16) -> Vec<(u16, u16)> {
+    (0..3)
+        .map(|i| {
+            (
+                http_status(base + i, "/primary"),
+                http_status(base + i, "/replica"),
+            )
+        })
+        .collect()
+}
+
+fn events(c: &TestCluster) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(c.cluster_dir().join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn has_event(c: &TestCluster, kind: &str, code: &str) -> bool {
+    events(c)
+        .iter()
+        .any(|e| e["kind"] == kind && e["code"] == code)
+}
+
+/// Waits until `node` answers as a standby that its upstream lists as streaming.
+fn wait_streaming_standby(c: &TestCluster, node: &str, within: Duration) {
+    wait_for(&format!("{node} streams as a standby"), within, || {
+        let n = c.node_status(node);
+        (n["role"] == "standby" && n["streaming"] == true && n["needs_rejoin"] == false)
+            .then_some(())
+    });
+}
+
+#[test]
+fn kill_primary_fails_over_rejoins_and_health_follows() {
+    let c = sync_cluster(Pg::V18);
+    let base = free_base_port();
+    let mut m = Monitor::start(
+        &c,
+        &[
+            "--failover-timeout",
+            "1500ms",
+            "--http-base-port",
+            &base.to_string(),
+        ],
+    );
+    // Before: pg0 answers /primary, the standbys /replica.
+    let before = wait_for(
+        "the health endpoints answer",
+        Duration::from_secs(10),
+        || {
+            let h = health(base);
+            (h == [(200, 503), (503, 200), (503, 200)]).then_some(h)
+        },
+    );
+    assert_eq!(before[0], (200, 503));
+
+    let acked = c.insert_acked("t", 1, 200);
+    c.ok(&["kill", "pg0"]);
+    let killed = Instant::now();
+    let new = wait_for("a new writable primary", Duration::from_secs(15), || {
+        let w = c.writable_nodes();
+        (w.len() == 1 && w[0] != "pg0").then(|| w[0].clone())
+    });
+    eprintln!("kill -> writable {new}: {:?}", killed.elapsed());
+    assert_eq!(
+        new, "pg1",
+        "under FIRST 1 the synchronous standby is promoted"
+    );
+    // Every acknowledged row is on the one primary.
+    assert_eq!(c.assert_one_primary_holding("t", &acked), "pg1");
+
+    // The old primary comes back as a standby of the new one (the monitor rejoins it), and
+    // no node but pg1 ever accepts a write.
+    if c.node_status("pg0")["state"] == "stopped" {
+        let _ = c.run(&["start", "pg0"]);
+    }
+    wait_streaming_standby(&c, "pg0", Duration::from_secs(60));
+    wait_streaming_standby(&c, "pg2", Duration::from_secs(30));
+    assert_eq!(c.writable_nodes(), ["pg1"]);
+    assert!(
+        has_event(&c, "done", "promote"),
+        "the event log has the promotion:\n{}",
+        m.output()
+    );
+    assert!(has_event(&c, "done", "rejoin"), "{}", m.output());
+
+    // After: pg1 answers /primary, pg0 and pg2 /replica.
+    wait_for(
+        "the health endpoints follow the failover",
+        Duration::from_secs(10),
+        || (health(base) == [(503, 200), (200, 503), (503, 200)]).then_some(()),
+    );
+
+    // `pgrepl events` prints the history; `status` says the monitor runs.
+    let history = c.ok(&["events"]);
+    assert!(history.contains("promoted"), "{history}");
+    assert!(c.ok(&["status"]).contains("monitor: running (pid"));
+    assert!(m.stop().success());
+    assert!(c.ok(&["status"]).contains("monitor: not running"));
+}
+
+#[test]
+fn freeze_shorter_than_the_timeout_is_no_failover_longer_is() {
+    let c = sync_cluster(Pg::V18);
+    let m = Monitor::start(&c, &["--failover-timeout", "3s"]);
+    let acked = c.insert_acked("t", 1, 50);
+
+    // A short freeze (a VM pause): nobody takes over.
+    c.ok(&["freeze", "pg0"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.ok(&["thaw", "pg0"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.writable_nodes(), ["pg0"], "{}", m.output());
+    assert!(!has_event(&c, "decided", "promote"), "{}", m.output());
+
+    // A long one: the frozen primary is killed (not thawed), a standby takes over.
+    c.ok(&["freeze", "pg0"]);
+    let new = wait_for("a new writable primary", Duration::from_secs(20), || {
+        let w = c.writable_nodes();
+        (w.len() == 1 && w[0] != "pg0").then(|| w[0].clone())
+    });
+    assert_eq!(c.assert_one_primary_holding("t", &acked), new);
+    // The thaw finds nothing to resume: the old primary never acknowledges a write again.
+    let _ = c.run(&["thaw", "pg0"]);
+    assert!(!c.accepts_writes("pg0"));
+    if c.node_status("pg0")["state"] == "stopped" {
+        let _ = c.run(&["start", "pg0"]);
+    }
+    wait_streaming_standby(&c, "pg0", Duration::from_secs(60));
+    assert_eq!(c.writable_nodes(), [new]);
+    assert!(has_event(&c, "done", "fence"), "{}", m.output());
+}
+
+#[test]
+fn restarted_monitor_causes_no_failover_and_a_second_is_refused() {
+    let c = sync_cluster(Pg::V18);
+    let mut m = Monitor::start(&c, &["--failover-timeout", "1500ms"]);
+    // A second monitor on the same cluster: one line naming the first one's pid.
+    let refused = c.fails(&["monitor"]);
+    let pid = m.child.as_ref().unwrap().id();
+    assert!(
+        refused.contains("a monitor already runs") && refused.contains(&format!("pid {pid}")),
+        "{refused}"
+    );
+    assert_eq!(refused.trim().lines().count(), 1, "{refused}");
+
+    assert!(m.stop().success());
+    let m2 = Monitor::start(&c, &["--failover-timeout", "1500ms"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.writable_nodes(), ["pg0"], "{}", m2.output());
+    assert!(!has_event(&c, "decided", "promote"), "{}", m2.output());
+    assert!(has_event(&c, "observed", "monitor_stopped"));
+}
