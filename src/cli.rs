@@ -687,6 +687,18 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Automatic failover: SIGKILL of the primary to the first write acknowledged by the new
+    /// one, with `pgrepl monitor` at its defaults, beside Patroni's, repmgr's and
+    /// pg_auto_failover's figures.
+    Failover {
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+        runs: usize,
+        /// local or docker (the runtime tells the monitor the node is gone).
+        #[arg(long, default_value = "local")]
+        runtime: pgrepl_core::spec::RuntimeKind,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rejoin of a diverged old primary by pg_rewind against by re-clone, on a database of
     /// `pgbench -i -s SCALE`.
     Rejoin {
