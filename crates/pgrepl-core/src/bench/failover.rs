@@ -160,18 +160,28 @@ async fn runs(cluster: &Cluster, o: &FailoverOptions, progress: &dyn Progress) -
         ));
         let kill_started = writer.origin().elapsed();
         cluster.runtime.kill(cluster.node(&primary)?).await?;
-        // The old primary is dead once kill returns: a commit acknowledged after that came
-        // from the new one.
+        // The old primary is dead once kill returns, but an acknowledgement it sent just
+        // before may still be on its way: only an INSERT sent after its death proves the new
+        // primary. The one writer has at most one in flight, so two more acknowledgements
+        // include such a one.
         let dead = writer.origin().elapsed();
+        let before = writer.acked();
         let back = wait::until(
             "a write acknowledged by the new primary",
             Duration::from_secs(60),
-            || async { writer.last_ack().filter(|a| *a > dead) },
+            || async { (writer.acked() >= before + 2).then_some(()) },
         )
         .await;
         let log = writer.stop().await;
-        let back = back?;
-        let first = log.acks.iter().find(|a| a.at > dead).map_or(back, |a| a.at);
+        back?;
+        let first = log
+            .acks
+            .iter()
+            .find(|a| a.sent > dead)
+            .map(|a| a.at)
+            .ok_or_else(|| {
+                Error::Precondition("no write sent after the kill was acknowledged".into())
+            })?;
         let gap = first.saturating_sub(kill_started);
         progress.note(&format!(
             "run {i}/{}: {primary} killed, writes acknowledged again after {:.0} ms",
