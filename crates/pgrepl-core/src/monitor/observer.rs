@@ -58,19 +58,10 @@ async fn observe_node(cluster: &Cluster, spec: &NodeSpec, bound: Duration) -> (N
 
 /// A node that did not answer within the bound (partitioned, overloaded).
 fn silent_probe(name: &str, bound: Duration) -> Probe {
-    Probe {
-        name: name.to_string(),
-        running: true,
-        position: None,
-        downstreams: Vec::new(),
-        sync: None,
-        control: None,
-        wal_timeline: None,
-        path: None,
-        not_answering: true,
-        slots: Vec::new(),
-        error: Some(format!("did not answer within {} ms", bound.as_millis())),
-    }
+    let mut p = Probe::nothing_yet(name, true);
+    p.not_answering = true;
+    p.error = Some(format!("did not answer within {} ms", bound.as_millis()));
+    p
 }
 
 fn to_obs(cluster: &Cluster, spec: &NodeSpec, process: Process, p: &Probe) -> NodeObs {
