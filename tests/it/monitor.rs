@@ -272,3 +272,48 @@ fn restarted_monitor_causes_no_failover_and_a_second_is_refused() {
     assert!(!has_event(&c, "decided", "promote"), "{}", m2.output());
     assert!(has_event(&c, "observed", "monitor_stopped"));
 }
+
+/// A primary partitioned from everyone (netns): only the timeout can tell, and then the
+/// standbys' walreceivers and `pg_isready` from their namespaces say nobody hears it.
+/// (Partitioned from the monitor alone is not testable yet: `net partition NODE --from host`
+/// cuts NODE off from everyone.)
+#[test]
+fn netns_primary_partitioned_from_everyone_fails_over_without_split_brain() {
+    let test = "netns_primary_partitioned_from_everyone_fails_over_without_split_brain";
+    let Some(c) = TestCluster::up_on(Pg::V18, "netns", test) else {
+        return;
+    };
+    let m = Monitor::start(&c, &[]);
+    c.ok(&["net", "partition", "pg0"]);
+    let cut = Instant::now();
+    let new = wait_for("a new writable primary", Duration::from_secs(30), || {
+        let w = c.writable_nodes();
+        (w.len() == 1 && w[0] != "pg0").then(|| w[0].clone())
+    });
+    eprintln!("partition -> writable {new}: {:?}", cut.elapsed());
+    // Fenced (killed: it answered nobody) before the promotion.
+    let ev = events(&c);
+    let fenced = ev
+        .iter()
+        .position(|e| e["kind"] == "done" && e["code"] == "fence");
+    let promoted = ev
+        .iter()
+        .position(|e| e["kind"] == "done" && e["code"] == "promote");
+    assert!(
+        fenced.is_some() && fenced < promoted,
+        "the fence comes before the promotion:\n{}",
+        m.output()
+    );
+    // Healed: the old primary never comes back as a primary; the monitor rejoins it.
+    // (The monitor holds the cluster's lock while it tries to rejoin pg0: a command may have
+    // to wait for it.)
+    wait_for("net heal pg0", Duration::from_secs(60), || {
+        c.run(&["net", "heal", "pg0"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(!c.accepts_writes("pg0"));
+    wait_streaming_standby(&c, "pg0", Duration::from_secs(90));
+    assert_eq!(c.writable_nodes(), [new]);
+}

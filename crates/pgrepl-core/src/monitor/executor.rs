@@ -3,7 +3,7 @@
 //! outcome into an event: Done only when PostgreSQL (or the runtime, for a fence) confirmed
 //! it, Failed otherwise. The next tick's observation tells the decision what came of it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::action::Action;
 use super::event::{Event, EventKind};
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ops::guard::{self, Started};
 use crate::ops::{follow, promote, rejoin, slots, sync, Outcome};
 use crate::progress::Silent;
-use crate::runtime::{ProcessState, StopMode};
+use crate::runtime::{NetFault, ProcessState, StopMode};
 
 /// What an action achieved: the line for the log and the figures that go with it.
 struct Done {
@@ -78,6 +78,23 @@ pub async fn execute(cluster: &mut Cluster, action: &Action, at_ms: u64) -> Even
 }
 
 async fn run(cluster: &mut Cluster, action: &Action) -> Result<Done> {
+    // An operation across a partition the runtime put in place would only wait out its
+    // timeouts (holding the cluster's lock meanwhile): it waits for the heal instead.
+    let across = match action {
+        Action::Repoint { node, upstream } | Action::Rejoin { node, upstream } => {
+            vec![node.as_str(), upstream.as_str()]
+        }
+        Action::RestartStandby { node } | Action::StartPrimary { node } => vec![node.as_str()],
+        _ => Vec::new(),
+    };
+    for n in across {
+        if let Some(fault) = partitioned(cluster, n).await {
+            return Err(Error::Precondition(format!(
+                "{n} is {fault}: `{}` waits until the partition heals (`pgrepl net heal {n}`)",
+                action.describe()
+            )));
+        }
+    }
     match action {
         Action::Fence { node } => fence(cluster, node).await,
         Action::Promote { node, reason } => {
@@ -159,9 +176,17 @@ async fn fence(cluster: &Cluster, node: &str) -> Result<Done> {
             server.kill().await?;
             "killed (it was frozen)"
         }
+        ProcessState::Running if answers(cluster, node).await => {
+            // It answers (a split brain's stale side): a fast shutdown sends its standbys
+            // what it wrote, if it finishes in time.
+            promote::fence_within(cluster, &[node], FENCE_PATIENCE, &Silent).await?;
+            "stopped (or killed when the stop did not finish)"
+        }
         ProcessState::Running => {
-            promote::fence(cluster, &[node], &Silent).await?;
-            "stopped"
+            // Silent (partitioned, hung): no standby hears from it, so a clean shutdown
+            // could send nobody anything, and would only wait.
+            server.kill().await?;
+            "killed (it did not answer)"
         }
     };
     match server.state().await? {
@@ -170,6 +195,31 @@ async fn fence(cluster: &Cluster, node: &str) -> Result<Done> {
             "{node} is still {other:?} after the fence: it may still acknowledge writes"
         ))),
     }
+}
+
+/// The partition the runtime has in force on the node, if any.
+async fn partitioned(cluster: &Cluster, node: &str) -> Option<NetFault> {
+    let spec = cluster.node(node).ok()?;
+    let faults = cluster.runtime.faults(spec).await.ok()?;
+    faults
+        .into_iter()
+        .find(|f| matches!(f, NetFault::Partition { .. }))
+}
+
+/// How long a fenced node that answers gets to shut down cleanly before it is killed.
+const FENCE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Whether the node's PostgreSQL answers a question now (briefly: a silent node is the
+/// common case of a fence).
+async fn answers(cluster: &Cluster, node: &str) -> bool {
+    let ask = async {
+        let c = cluster.connect(node).await.ok()?;
+        c.query_one("SELECT 1", &[]).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), ask).await,
+        Ok(Some(_))
+    )
 }
 
 /// pg_rewind, or a re-clone (the old directory kept) when a rewind cannot work, as

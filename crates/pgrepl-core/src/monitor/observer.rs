@@ -32,7 +32,8 @@ pub async fn observe(cluster: &Cluster, at_ms: u64, busy: bool, bound: Duration)
             .map(|n| observe_node(cluster, n, bound)),
     )
     .await;
-    let (nodes, probes) = seen.into_iter().unzip();
+    let (mut nodes, probes): (Vec<NodeObs>, Vec<Probe>) = seen.into_iter().unzip();
+    second_opinions(cluster, &mut nodes, bound).await;
     Seen {
         obs: Observation { at_ms, busy, nodes },
         probes,
@@ -54,6 +55,59 @@ async fn observe_node(cluster: &Cluster, spec: &NodeSpec, bound: Duration) -> (N
     };
     let obs = to_obs(cluster, spec, process, &probe);
     (obs, probe)
+}
+
+/// For each node that runs but did not answer the monitor: whether a standby that answered
+/// gets an answer from its PostgreSQL (`pg_isready` run from the standby's place: a startup
+/// packet answered, not a TCP connect, which a frozen server's kernel still accepts). A
+/// primary cut off from the monitor alone still answers its standbys, and is no reason for a
+/// failover even when it has nothing to stream.
+async fn second_opinions(cluster: &Cluster, nodes: &mut [NodeObs], bound: Duration) {
+    let standbys: Vec<&NodeSpec> = nodes
+        .iter()
+        .filter(|n| n.answers_as(Role::Standby))
+        .filter_map(|n| cluster.node(&n.name).ok())
+        .collect();
+    let silent: Vec<usize> = (0..nodes.len())
+        .filter(|&i| !nodes[i].answered && nodes[i].process == Process::Running)
+        .collect();
+    if standbys.is_empty() || silent.is_empty() {
+        return;
+    }
+    let opinions = join_all(silent.iter().map(|&i| {
+        let target = cluster.node(&nodes[i].name).ok();
+        let standbys = &standbys;
+        async move {
+            let target = target?;
+            let asks = standbys
+                .iter()
+                .map(|s| answers_from(cluster, s, target, bound));
+            Some(join_all(asks).await.into_iter().any(|a| a))
+        }
+    }))
+    .await;
+    for (i, o) in silent.into_iter().zip(opinions) {
+        nodes[i].reachable_from_standbys = o;
+    }
+}
+
+/// Whether `target`'s PostgreSQL answers a startup packet sent from `from`'s place
+/// (accepting or rejecting connections: either way it runs and answers).
+async fn answers_from(
+    cluster: &Cluster,
+    from: &NodeSpec,
+    target: &NodeSpec,
+    bound: Duration,
+) -> bool {
+    let at = cluster.runtime.tool_endpoint(from, target);
+    let mut cmd = cluster.runtime.command(from, "pg_isready");
+    cmd.args(["-q", "-t", "1", "-h", &at.host, "-p", &at.port.to_string()])
+        .kill_on_drop(true);
+    match tokio::time::timeout(bound.max(Duration::from_millis(1500)), cmd.status()).await {
+        // 0: accepting connections, 1: rejecting them (starting or stopping); 2: no answer.
+        Ok(Ok(status)) => matches!(status.code(), Some(0 | 1)),
+        _ => false,
+    }
 }
 
 /// A node that did not answer within the bound (partitioned, overloaded).
