@@ -217,7 +217,7 @@ async fn answers(cluster: &Cluster, node: &str) -> bool {
         c.query_one("SELECT 1", &[]).await.ok()
     };
     matches!(
-        tokio::time::timeout(Duration::from_millis(500), ask).await,
+        tokio::time::timeout(Duration::from_millis(250), ask).await,
         Ok(Some(_))
     )
 }

@@ -32,8 +32,7 @@ pub async fn observe(cluster: &Cluster, at_ms: u64, busy: bool, bound: Duration)
             .map(|n| observe_node(cluster, n, bound)),
     )
     .await;
-    let (mut nodes, probes): (Vec<NodeObs>, Vec<Probe>) = seen.into_iter().unzip();
-    second_opinions(cluster, &mut nodes, bound).await;
+    let (nodes, probes): (Vec<NodeObs>, Vec<Probe>) = seen.into_iter().unzip();
     Seen {
         obs: Observation { at_ms, busy, nodes },
         probes,
@@ -49,46 +48,47 @@ async fn observe_node(cluster: &Cluster, spec: &NodeSpec, bound: Duration) -> (N
         Ok(Ok(ProcessState::Frozen)) => Process::Frozen,
         Ok(Err(_)) | Err(_) => Process::Unknown,
     };
-    let probe = match tokio::time::timeout(bound, topology::probe(cluster, &spec.name)).await {
-        Ok(p) => p,
-        Err(_) => silent_probe(&spec.name, bound),
+    let probe = tokio::time::timeout(bound, topology::probe(cluster, &spec.name));
+    tokio::pin!(probe);
+    // A node slow to answer the monitor: the other nodes are asked at the same time whether
+    // it answers them, so that their opinion is there when the monitor's own wait ends.
+    let (probe, others) = match tokio::time::timeout(ASK_OTHERS_AFTER, &mut probe).await {
+        Ok(p) => (p, None),
+        Err(_) if process == Process::Running => {
+            let (p, o) = tokio::join!(probe, others_reach(cluster, spec, bound));
+            (p, Some(o))
+        }
+        Err(_) => (probe.await, None),
     };
-    let obs = to_obs(cluster, spec, process, &probe);
+    let probe = probe.unwrap_or_else(|_| silent_probe(&spec.name, bound));
+    let mut obs = to_obs(cluster, spec, process, &probe);
+    if !obs.answered {
+        obs.reachable_from_standbys = others;
+    }
     (obs, probe)
 }
 
-/// For each node that runs but did not answer the monitor: whether a standby that answered
-/// gets an answer from its PostgreSQL (`pg_isready` run from the standby's place: a startup
-/// packet answered, not a TCP connect, which a frozen server's kernel still accepts). A
-/// primary cut off from the monitor alone still answers its standbys, and is no reason for a
-/// failover even when it has nothing to stream.
-async fn second_opinions(cluster: &Cluster, nodes: &mut [NodeObs], bound: Duration) {
-    let standbys: Vec<&NodeSpec> = nodes
+/// How long a node may take to answer before the others are asked about it too.
+const ASK_OTHERS_AFTER: Duration = Duration::from_millis(250);
+
+/// Whether another running node gets an answer from `target`'s PostgreSQL (`pg_isready` run
+/// from that node's place: a startup packet answered, not a TCP connect, which a frozen
+/// server's kernel still accepts). A primary cut off from the monitor alone still answers its
+/// standbys, and is no reason for a failover even when it has nothing to stream.
+async fn others_reach(cluster: &Cluster, target: &NodeSpec, bound: Duration) -> bool {
+    let asks = cluster
+        .spec
+        .nodes
         .iter()
-        .filter(|n| n.answers_as(Role::Standby))
-        .filter_map(|n| cluster.node(&n.name).ok())
-        .collect();
-    let silent: Vec<usize> = (0..nodes.len())
-        .filter(|&i| !nodes[i].answered && nodes[i].process == Process::Running)
-        .collect();
-    if standbys.is_empty() || silent.is_empty() {
-        return;
-    }
-    let opinions = join_all(silent.iter().map(|&i| {
-        let target = cluster.node(&nodes[i].name).ok();
-        let standbys = &standbys;
-        async move {
-            let target = target?;
-            let asks = standbys
-                .iter()
-                .map(|s| answers_from(cluster, s, target, bound));
-            Some(join_all(asks).await.into_iter().any(|a| a))
-        }
-    }))
-    .await;
-    for (i, o) in silent.into_iter().zip(opinions) {
-        nodes[i].reachable_from_standbys = o;
-    }
+        .filter(|n| n.name != target.name)
+        .map(|from| async move {
+            let running = matches!(
+                tokio::time::timeout(bound, cluster.runtime.state(from)).await,
+                Ok(Ok(ProcessState::Running))
+            );
+            running && answers_from(cluster, from, target, bound).await
+        });
+    join_all(asks).await.into_iter().any(|a| a)
 }
 
 /// Whether `target`'s PostgreSQL answers a startup packet sent from `from`'s place
@@ -103,7 +103,8 @@ async fn answers_from(
     let mut cmd = cluster.runtime.command(from, "pg_isready");
     cmd.args(["-q", "-t", "1", "-h", &at.host, "-p", &at.port.to_string()])
         .kill_on_drop(true);
-    match tokio::time::timeout(bound.max(Duration::from_millis(1500)), cmd.status()).await {
+    // pg_isready's own timeout is a whole second at least: the monitor's bound is shorter.
+    match tokio::time::timeout(bound, cmd.status()).await {
         // 0: accepting connections, 1: rejecting them (starting or stopping); 2: no answer.
         Ok(Ok(status)) => matches!(status.code(), Some(0 | 1)),
         _ => false,

@@ -124,7 +124,7 @@ fn settings(cluster: &Cluster, options: &Options) -> Result<(Intent, Timing, Dur
 /// How long one node's observation may take: a node that answers slower than that did not
 /// answer (a tick must not outlast the failover timeout).
 fn probe_bound(timing: &Timing) -> Duration {
-    Duration::from_millis(timing.failover_timeout_ms / 2)
+    Duration::from_millis(timing.failover_timeout_ms / 4)
         .clamp(Duration::from_millis(300), Duration::from_secs(2))
 }
 
@@ -200,15 +200,17 @@ pub async fn run(
     let mut state = MonitorState::default();
     let mut promoted_at = std::collections::BTreeMap::new();
     let mut cluster = cluster;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut spec_error: Option<String> = None;
+    // A tick starts `interval` after the previous one started, or at once when that one took
+    // longer (a silent node holds a tick for its bound): the timeout is counted in ticks.
+    let mut next_tick = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next_tick) => {}
         }
+        next_tick = tokio::time::Instant::now() + interval;
         let at_ms = started.elapsed().as_millis() as u64;
         // The cluster file as it is now: commands run beside the monitor change it.
         match cluster.reloaded() {
@@ -246,7 +248,15 @@ pub async fn run(
         let seen = observer::observe(&cluster, at_ms, busy, probe_bound(&timing)).await;
         let actions = decide(&intent, &timing, &mut state, &seen.obs);
 
+        let observed = started.elapsed().as_millis() as u64 - at_ms;
         let mut snapshot = Snapshot::new(status::of_probes(&cluster, &seen.probes).await);
+        tracing::debug!(
+            at_ms,
+            observed,
+            snapshot = started.elapsed().as_millis() as u64 - at_ms - observed,
+            actions = actions.len(),
+            "tick"
+        );
         snapshot.failovers = state.failovers;
         snapshot.promoted_at = promoted_at.clone();
         let _ = tx.send(Arc::new(snapshot));
