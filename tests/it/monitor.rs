@@ -317,3 +317,109 @@ fn netns_primary_partitioned_from_everyone_fails_over_without_split_brain() {
     wait_streaming_standby(&c, "pg0", Duration::from_secs(90));
     assert_eq!(c.writable_nodes(), [new]);
 }
+
+/// HAProxy (Debian's package, installed when missing) started with `pgrepl haproxy-config`
+/// sends a writer's connections to the primary, and to the new one after a failover.
+#[test]
+fn haproxy_routes_writes_to_the_new_primary_after_a_failover() {
+    let test = "haproxy_routes_writes_to_the_new_primary_after_a_failover";
+    let Some(haproxy) = haproxy_binary() else {
+        crate::common::skipped(test, "HAProxy is not installed and could not be installed");
+        return;
+    };
+    let c = TestCluster::three_nodes(Pg::V18, "");
+    c.ok(&["up"]);
+    let base = free_base_port();
+    let (rw, ro) = (base + 5, base + 6);
+    let _m = Monitor::start(&c, &["--http-base-port", &base.to_string()]);
+    let cfg = c.ok(&[
+        "haproxy-config",
+        "--http-base-port",
+        &base.to_string(),
+        "--rw-port",
+        &rw.to_string(),
+        "--ro-port",
+        &ro.to_string(),
+    ]);
+    let cfg_path = c.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let _proxy = Proxy(
+        std::process::Command::new(haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdout(std::fs::File::create(c.path().join("haproxy.out")).unwrap())
+            .stderr(std::fs::File::create(c.path().join("haproxy.err")).unwrap())
+            .spawn()
+            .expect("start haproxy"),
+    );
+    let port_of = |n: &str| c.endpoint(n).1.to_string();
+    let pg0 = port_of("pg0");
+    let before = wait_for(
+        "HAProxy routes writes to pg0",
+        Duration::from_secs(20),
+        || write_through(&c, rw).filter(|p| *p == pg0),
+    );
+    assert_eq!(before, pg0);
+
+    c.ok(&["kill", "pg0"]);
+    let after = wait_for(
+        "HAProxy routes writes to the new primary",
+        Duration::from_secs(30),
+        || write_through(&c, rw).filter(|p| *p != pg0),
+    );
+    let new = c.the_writable();
+    assert_eq!(after, port_of(&new), "HAProxy sends writes to {new}");
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn haproxy_binary() -> Option<&'static str> {
+    const BIN: &str = "/usr/sbin/haproxy";
+    if !std::path::Path::new(BIN).exists() {
+        let _ = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "haproxy"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output();
+    }
+    std::path::Path::new(BIN).exists().then_some(BIN)
+}
+
+/// A write through HAProxy's read-write port; the port of the server that took it.
+fn write_through(c: &TestCluster, port: u16) -> Option<String> {
+    let password = c.superuser_password();
+    crate::common::safety::block_on(async move {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .password(password)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2));
+        let bound = Duration::from_secs(3);
+        let (client, conn) = tokio::time::timeout(bound, cfg.connect(tokio_postgres::NoTls))
+            .await
+            .ok()?
+            .ok()?;
+        tokio::spawn(conn);
+        let write = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS via_haproxy (x int); INSERT INTO via_haproxy VALUES (1)",
+                )
+                .await?;
+            client
+                .query_one("SELECT current_setting('port')", &[])
+                .await
+        };
+        let r = tokio::time::timeout(bound, write).await.ok()?.ok()?;
+        Some(r.get::<_, String>(0))
+    })
+}
