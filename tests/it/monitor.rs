@@ -423,3 +423,29 @@ fn write_through(c: &TestCluster, port: u16) -> Option<String> {
         Some(r.get::<_, String>(0))
     })
 }
+
+/// The new primary dies right after a failover: a second failover, and under FIRST 1 no
+/// acknowledged write is lost across both.
+#[test]
+fn new_primary_killed_right_after_a_failover_fails_over_again() {
+    let c = sync_cluster(Pg::V18);
+    let m = Monitor::start(&c, &["--failover-timeout", "1500ms"]);
+    let mut acked = c.insert_acked("t", 1, 100);
+    c.ok(&["kill", "pg0"]);
+    let first = wait_for("a first new primary", Duration::from_secs(15), || {
+        let w = c.writable_nodes();
+        (w.len() == 1 && w[0] != "pg0").then(|| w[0].clone())
+    });
+    acked.extend(c.insert_acked("t", 101, 50));
+    c.ok(&["kill", &first]);
+    let second = wait_for("a second new primary", Duration::from_secs(20), || {
+        let w = c.writable_nodes();
+        (w.len() == 1 && w[0] != first).then(|| w[0].clone())
+    });
+    assert_eq!(c.assert_one_primary_holding("t", &acked), second);
+    let promotions = events(&c)
+        .iter()
+        .filter(|e| e["kind"] == "done" && e["code"] == "promote")
+        .count();
+    assert!(promotions >= 2, "two promotions:\n{}", m.output());
+}
