@@ -67,7 +67,11 @@ pub async fn run(opts: &Options, args: BenchArgs) -> Result<ExitCode> {
             runtime,
             json,
         } => {
-            let o = bench::failover::FailoverOptions { runs, runtime };
+            let o = bench::failover::FailoverOptions {
+                runs,
+                runtime,
+                pgrepl: std::env::current_exe().ok(),
+            };
             let r = bench::failover::run(opts, &o, &spinner).await?;
             show(json, &r, print_failover)
         }

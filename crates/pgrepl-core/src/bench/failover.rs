@@ -23,6 +23,9 @@ use crate::spec::RuntimeKind;
 pub struct FailoverOptions {
     pub runs: usize,
     pub runtime: RuntimeKind,
+    /// The pgrepl binary: its `monitor` runs on the scratch cluster for a few seconds, as a
+    /// process of its own, to read its resident memory. None: this process's is reported.
+    pub pgrepl: Option<std::path::PathBuf>,
 }
 
 /// Another tool's figure, measured on this kind of machine with the same kind of client.
@@ -104,7 +107,7 @@ async fn measure(
         Arc::new(|r| tracing::info!("{}", r.line())),
     ));
     let result = runs(cluster, o, progress).await;
-    let rss_kb = rss_kb();
+    let in_process = rss_kb();
     let _ = stop.send(());
     match monitor.await {
         Ok(Err(e)) => return Err(e),
@@ -116,13 +119,26 @@ async fn measure(
         Ok(Ok(())) => {}
     }
     let gaps_ms = result?;
+    let (rss_kb, rss_of) = match &o.pgrepl {
+        Some(exe) => {
+            progress.step("the monitor's own memory: `pgrepl monitor` as a process of its own");
+            (
+                child_rss_kb(cluster, exe).await?,
+                "a `pgrepl monitor` process on the same cluster, after 3 s of watching it",
+            )
+        }
+        None => (
+            in_process,
+            "this process (monitor in-process, with the writer and the benchmark)",
+        ),
+    };
     Ok(FailoverReport {
         postgres: cluster.pg.version.clone(),
         runtime: o.runtime.to_string(),
         gap: Stats::of_ms(&gaps_ms),
         gaps_ms,
         rss_kb,
-        rss_of: "this process (monitor in-process, with the writer and the benchmark)",
+        rss_of,
         anchors: ANCHORS,
     })
 }
@@ -213,9 +229,41 @@ async fn healthy(cluster: &Cluster) -> Result<()> {
     .await
 }
 
+/// Runs `pgrepl monitor` on the cluster for a few ticks and reads its resident memory.
+async fn child_rss_kb(cluster: &Cluster, exe: &std::path::Path) -> Result<Option<u64>> {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("-c")
+        .arg(&cluster.spec_path)
+        .arg("--pg-bin")
+        .arg(&cluster.pg.bin)
+        .arg("monitor")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Precondition(format!("cannot run {}: {e}", exe.display())))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = child
+        .id()
+        .and_then(|pid| proc_rss_kb(&format!("/proc/{pid}/status")));
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    Ok(rss)
+}
+
 /// This process's resident memory (VmRSS), in kB.
 pub fn rss_kb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_rss_kb("/proc/self/status")
+}
+
+fn proc_rss_kb(status: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(status).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
