@@ -94,12 +94,14 @@ fn read_pid(file: &mut File) -> Option<u32> {
 /// The pid of the monitor that runs for the cluster in `dir`, if one does: told by the lock
 /// (a pid left in the file by a monitor that died says nothing).
 pub fn running(dir: &Path) -> Option<u32> {
-    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
-    match file.try_lock_shared() {
-        Ok(()) => None,
-        Err(std::fs::TryLockError::WouldBlock) => Some(read_pid(&mut file).unwrap_or(0)),
-        Err(_) => None,
+    let path = dir.join(LOCK_FILE);
+    // Asked of the kernel, not by taking the lock: a monitor starting at that instant
+    // would find it taken.
+    if !cluster_dir::is_flocked(&path) {
+        return None;
     }
+    let mut file = File::open(&path).ok()?;
+    Some(read_pid(&mut file).unwrap_or(0))
 }
 
 /// The settings in force: the command line's, else the cluster file's `[monitor]`, else
@@ -242,9 +244,7 @@ pub async fn run(
         // Another command at work holds the cluster's lock: the monitor leaves the cluster
         // to it. The monitor holds the lock only while it acts, so that commands typed
         // beside it run.
-        let busy = cluster_dir::lock(&dir, &name, cluster.runner())
-            .await
-            .is_err();
+        let busy = cluster_dir::is_locked(&dir);
         let seen = observer::observe(&cluster, at_ms, busy, probe_bound(&timing)).await;
         let actions = decide(&intent, &timing, &mut state, &seen.obs);
 
