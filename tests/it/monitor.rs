@@ -449,3 +449,37 @@ fn new_primary_killed_right_after_a_failover_fails_over_again() {
         .count();
     assert!(promotions >= 2, "two promotions:\n{}", m.output());
 }
+
+/// `on_sync_loss = "degrade"`: when the only synchronous standby stops streaming, the
+/// monitor clears synchronous_standby_names so that commits go on, and restores the file's
+/// `[sync]` once the standby streams again.
+#[test]
+fn sync_loss_degrades_then_restores_when_the_file_says_so() {
+    let c = TestCluster::three_nodes(Pg::V18, "");
+    let text = std::fs::read_to_string(&c.config).unwrap()
+        + "\n[sync]\nstandbys = [\"sync2\"]\n\n[monitor]\non_sync_loss = \"degrade\"\n";
+    std::fs::write(&c.config, text).unwrap();
+    c.ok(&["up"]);
+    let names = || c.sql("pg0", "SHOW synchronous_standby_names");
+    let set = names();
+    assert!(set.contains("sync2"), "{set}");
+    let m = Monitor::start(&c, &["--failover-timeout", "1500ms"]);
+    c.detach("pg2");
+    wait_for(
+        "synchronous replication degraded",
+        Duration::from_secs(20),
+        || names().is_empty().then_some(()),
+    );
+    // A commit no longer waits for the missing standby.
+    c.sql(
+        "pg0",
+        "CREATE TABLE after_degrade (x int); INSERT INTO after_degrade VALUES (1)",
+    );
+    assert!(has_event(&c, "done", "degrade_sync"), "{}", m.output());
+    c.reattach("pg2");
+    wait_for(
+        "synchronous replication restored",
+        Duration::from_secs(30),
+        || (names() == set).then_some(()),
+    );
+}
