@@ -483,3 +483,29 @@ fn sync_loss_degrades_then_restores_when_the_file_says_so() {
         || (names() == set).then_some(()),
     );
 }
+
+/// A promotion the cluster file missed (a monitor stopped between the promotion and saving
+/// the file, or a promotion outside pgrepl): a monitor started afterwards records it and
+/// brings the old primary back as a standby.
+#[test]
+fn a_monitor_records_a_promotion_the_file_missed() {
+    let c = TestCluster::three_nodes(Pg::V18, "");
+    c.ok(&["up"]);
+    c.ok(&["kill", "pg0"]);
+    c.sql("pg1", "SELECT pg_promote()");
+    wait_for("pg1 writable", Duration::from_secs(10), || {
+        c.accepts_writes("pg1").then_some(())
+    });
+    assert_eq!(c.spec().root().name, "pg0");
+    let m = Monitor::start(&c, &[]);
+    wait_for("the file records pg1", Duration::from_secs(10), || {
+        (c.spec().root().name == "pg1").then_some(())
+    });
+    assert!(has_event(&c, "done", "record_primary"), "{}", m.output());
+    wait_streaming_standby(&c, "pg0", Duration::from_secs(60));
+    wait_for("pg2 follows pg1", Duration::from_secs(30), || {
+        let n = c.node_status("pg2");
+        (n["upstream"] == "pg1" && n["streaming"] == true).then_some(())
+    });
+    assert_eq!(c.writable_nodes(), ["pg1"]);
+}

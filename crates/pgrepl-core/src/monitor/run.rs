@@ -20,11 +20,12 @@ use super::event::{Event, EventKind};
 use super::events_log::{self, Record};
 use super::health::Snapshot;
 use super::intent::{Intent, Timing};
+use super::observation::{NodeObs, Observation, Role};
 use super::{executor, http, observer};
 use crate::cluster::Cluster;
 use crate::cluster_dir;
 use crate::error::{Error, Result, ResultExt};
-use crate::observe::status;
+use crate::observe::{authority, status};
 
 /// The one-monitor-per-cluster lock, in the cluster directory; it holds the pid.
 pub const LOCK_FILE: &str = ".monitor.lock";
@@ -128,6 +129,59 @@ fn settings(cluster: &Cluster, options: &Options) -> Result<(Intent, Timing, Dur
 fn probe_bound(timing: &Timing) -> Duration {
     Duration::from_millis(timing.failover_timeout_ms / 4)
         .clamp(Duration::from_millis(300), Duration::from_secs(2))
+}
+
+/// The node the cluster file should name as the primary, when it names another: exactly one
+/// node answers as the primary, and it was promoted after the file's primary's timeline.
+pub fn unrecorded_primary(root: &str, obs: &Observation) -> Option<String> {
+    let primaries: Vec<&NodeObs> = obs
+        .nodes
+        .iter()
+        .filter(|n| n.answers_as(Role::Primary))
+        .collect();
+    let [p] = primaries.as_slice() else {
+        return None;
+    };
+    let r = obs.node(root).filter(|_| p.name != root)?;
+    authority::supersedes(&p.facts(), &r.facts()).then(|| p.name.clone())
+}
+
+/// Records `node` as the primary in the cluster file (under the cluster's lock, the file
+/// read again).
+fn record_primary(cluster: &mut Cluster, node: &str, at_ms: u64) -> Event {
+    let result = cluster.reloaded().and_then(|c| {
+        *cluster = c;
+        // As `pgrepl failover` records a promotion: the old primary's standbys follow the
+        // new one.
+        let old = cluster.spec.root().name.clone();
+        let mut next = cluster.spec.clone();
+        next.set_primary(node)?;
+        let followers: Vec<String> = cluster
+            .spec
+            .downstream_of(&old)
+            .map(|n| n.name.clone())
+            .filter(|n| n != node)
+            .collect();
+        for f in followers {
+            next.set_upstream(&f, node, None)?;
+        }
+        if next != cluster.spec {
+            cluster.spec = next;
+            cluster.save_spec()?;
+        }
+        Ok(())
+    });
+    let (kind, message) = match result {
+        Ok(()) => (
+            EventKind::Done,
+            format!("the cluster file records {node} as the primary (PostgreSQL says it is; the file named another)"),
+        ),
+        Err(e) => (
+            EventKind::Failed,
+            format!("cannot record {node} as the primary in the cluster file: {e}"),
+        ),
+    };
+    Event::new(at_ms, kind, "record_primary", Some(node), message)
 }
 
 fn unix_now() -> f64 {
@@ -262,6 +316,16 @@ pub async fn run(
         let _ = tx.send(Arc::new(snapshot));
 
         let mut cluster_lock = None;
+        // The file names another primary than PostgreSQL does (a monitor stopped between a
+        // promotion and saving the file, a promotion outside pgrepl): the file records it,
+        // as `pgrepl failover` completes an interrupted failover.
+        if let Some(p) = unrecorded_primary(&cluster.spec.root().name, &seen.obs).filter(|_| !busy)
+        {
+            if let Ok(l) = cluster_dir::lock(&dir, &name, cluster.runner()).await {
+                cluster_lock = Some(l);
+                log(&record_primary(&mut cluster, &p, at_ms));
+            }
+        }
         for action in &actions {
             if let Action::Log(e) = action {
                 log(e);
@@ -311,4 +375,58 @@ pub async fn run(
         s.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::observation::Process;
+    use crate::postgres::timeline::{parse_history, TimelinePath};
+    use crate::postgres::Lsn;
+
+    fn node(name: &str, role: Option<Role>, tli: u32, history: &str, end: Option<u64>) -> NodeObs {
+        let mut n = NodeObs::new(name, Process::Running);
+        n.answered = role.is_some();
+        n.role = role;
+        n.path = Some(TimelinePath::new(tli, parse_history(history)));
+        n.end = end.map(Lsn);
+        n
+    }
+
+    #[test]
+    fn the_file_follows_a_promotion_it_missed_and_nothing_else() {
+        let promoted = node(
+            "pg1",
+            Some(Role::Primary),
+            2,
+            "1\t0/3000000\tno recovery target\n",
+            Some(0x3000100),
+        );
+        let mut old = node("pg0", None, 1, "", None);
+        old.process = Process::Gone;
+        let obs = |nodes: Vec<NodeObs>| Observation {
+            at_ms: 0,
+            busy: false,
+            nodes,
+        };
+        assert_eq!(
+            unrecorded_primary("pg0", &obs(vec![old.clone(), promoted.clone()])),
+            Some("pg1".into())
+        );
+        // The file's primary is the one that answers: nothing to record.
+        let pg0 = node("pg0", Some(Role::Primary), 1, "", Some(0x3000000));
+        let pg1 = node("pg1", Some(Role::Standby), 1, "", Some(0x3000000));
+        assert_eq!(
+            unrecorded_primary("pg0", &obs(vec![pg0.clone(), pg1])),
+            None
+        );
+        // Two primaries: a split brain is the decision's, not the file's.
+        assert_eq!(
+            unrecorded_primary("pg0", &obs(vec![pg0, promoted.clone()])),
+            None
+        );
+        // A primary on the same history as the file's (no later promotion): not recorded.
+        let same = node("pg1", Some(Role::Primary), 1, "", Some(0x3000000));
+        assert_eq!(unrecorded_primary("pg0", &obs(vec![old, same])), None);
+    }
 }
