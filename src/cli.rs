@@ -168,6 +168,61 @@ needs rejoin, synchronous replication that blocks commits, no standby holding a 
     /// Print an HAProxy configuration: a read-write frontend on the primary and a read-only
     /// one over the streaming standbys, checked on the monitor's health endpoints.
     HaproxyConfig(HaproxyConfigArgs),
+    /// Watch every node and fail over automatically: fence a dead primary, promote the best
+    /// standby, repoint the others, rejoin the old primary when it comes back.
+    #[command(
+        long_about = "Watch every node and act, in the foreground until Ctrl-C or SIGTERM: a primary \
+the runtime says is gone is replaced at once; one the monitor cannot reach is replaced after \
+--failover-timeout, and only when no standby still receives WAL from it. Before a promotion the \
+old primary is fenced (stopped, or killed when frozen or hung). The standby with the most WAL \
+is promoted (under synchronous replication only a synchronous one), the others follow it, and \
+the old primary is rejoined as a standby when it comes back. Standbys that stop streaming are \
+restarted, slots nobody streams through are dropped. Every decision and action goes to the \
+event log (`pgrepl events`). One monitor per cluster. The cluster file's [monitor] section: \
+on_sync_loss = \"block\" | \"degrade\", allow_data_loss = false, interval, failover_timeout.",
+        after_help = "Examples:\n  pgrepl monitor\n  pgrepl monitor --failover-timeout 5s     # fewer false failovers, slower ones\n  pgrepl monitor --http-base-port 8008    # Patroni-style health checks: node i on 8008+i\n  pgrepl monitor --http 127.0.0.1:8000    # one listener: /node/pg0/primary, /cluster, /metrics"
+    )]
+    Monitor(MonitorArgs),
+    /// The monitor's event log as a readable history (--follow keeps printing).
+    #[command(
+        after_help = "Examples:\n  pgrepl events\n  pgrepl events -n 20\n  pgrepl events --follow\n  pgrepl events --json"
+    )]
+    Events(EventsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// How often to look at every node [default: the cluster file's, else 500ms].
+    #[arg(long, value_parser = positive_duration)]
+    pub interval: Option<Duration>,
+    /// How long a primary the monitor cannot reach (and no standby hears from) may stay
+    /// silent before the failover [default: the cluster file's, else 2s].
+    #[arg(long, value_parser = positive_duration)]
+    pub failover_timeout: Option<Duration>,
+    /// Serve the health endpoints on one address; the node goes in the path
+    /// (/node/pg0/primary), plus /cluster and /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Serve each node's health endpoints on its own port: node i on this port + i (as
+    /// `pgrepl haproxy-config` expects).
+    #[arg(long, value_name = "PORT")]
+    pub http_base_port: Option<u16>,
+    /// The address --http-base-port listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub http_host: std::net::IpAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Keep printing events as they are written.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON object per line, as stored.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the last N events.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub last: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -629,6 +684,18 @@ pub enum BenchCmd {
         /// Failover drills (SIGKILL of the primary, then failover) to add; 0 for none.
         #[arg(long, default_value_t = 0)]
         failover_runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Automatic failover: SIGKILL of the primary to the first write acknowledged by the new
+    /// one, with `pgrepl monitor` at its defaults, beside Patroni's, repmgr's and
+    /// pg_auto_failover's figures.
+    Failover {
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+        runs: usize,
+        /// local or docker (the runtime tells the monitor the node is gone).
+        #[arg(long, default_value = "local")]
+        runtime: pgrepl_core::spec::RuntimeKind,
         #[arg(long)]
         json: bool,
     },

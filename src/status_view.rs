@@ -12,6 +12,22 @@ pub const WIDTH: usize = 80;
 /// One row per node: where it listens, its role (the primary clients write to is marked
 /// `*`), whether it streams, its timeline, how far behind it is and its sync state.
 /// Everything else is in `-o wide`.
+/// "monitor: running (pid N)" with its last decision, or "monitor: not running".
+pub fn monitor_line(s: &ClusterStatus) -> String {
+    let Some(m) = &s.monitor else {
+        return String::new();
+    };
+    let mut line = match (m.running, m.pid) {
+        (true, Some(pid)) => format!("monitor: running (pid {pid})"),
+        (true, None) => "monitor: running".to_string(),
+        (false, _) => "monitor: not running".to_string(),
+    };
+    if let Some(d) = &m.last_decision {
+        line += &format!("; last decision: {d}");
+    }
+    line + "\n"
+}
+
 pub fn compact(s: &ClusterStatus) -> String {
     let mut t = render::table();
     t.set_content_arrangement(ContentArrangement::Disabled)
@@ -201,6 +217,7 @@ pub(crate) mod tests {
             }),
             warnings: vec!["no standby streams from pg0 and replication is asynchronous: writes on pg0 are acknowledged with no copy on another node".into()],
             nodes: vec![pg0, pg1, pg2, pg3],
+            monitor: None,
         }
     }
 

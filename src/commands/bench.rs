@@ -62,10 +62,66 @@ pub async fn run(opts: &Options, args: BenchArgs) -> Result<ExitCode> {
             let r = writer::run(opts, &o, &spinner).await?;
             show(json, &r, print_writer)
         }
+        BenchCmd::Failover {
+            runs,
+            runtime,
+            json,
+        } => {
+            let o = bench::failover::FailoverOptions {
+                runs,
+                runtime,
+                pgrepl: std::env::current_exe().ok(),
+            };
+            let r = bench::failover::run(opts, &o, &spinner).await?;
+            show(json, &r, print_failover)
+        }
         BenchCmd::All { json } => {
             let r = bench::all::run(opts, &AllOptions::default(), &spinner).await?;
             show(json, &r, print_all)
         }
+    }
+}
+
+fn print_failover(r: &bench::failover::FailoverReport) {
+    println!(
+        "automatic failover (pgrepl monitor, defaults), PostgreSQL {}, {} runtime, {} runs",
+        r.postgres, r.runtime, r.gap.runs
+    );
+    println!(
+        "  SIGKILL of the primary -> first acknowledged write on the new primary: median {:.2} s (min {:.2} s, max {:.2} s)",
+        r.gap.median_ms / 1000.0,
+        r.gap.min_ms / 1000.0,
+        r.gap.max_ms / 1000.0
+    );
+    println!(
+        "  runs: {}",
+        r.gaps_ms
+            .iter()
+            .map(|g| format!("{:.0} ms", g))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  measured for the other tools (same kind of machine and client):");
+    for a in r.anchors {
+        println!(
+            "    {:<17} default {:>5.1} s, fastest that worked {:>5.2} s{}",
+            a.tool,
+            a.default_s,
+            a.fastest_s,
+            if a.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.note)
+            }
+        );
+    }
+    match r.rss_kb {
+        Some(kb) => println!(
+            "  resident memory: {:.1} MB, of {}",
+            kb as f64 / 1024.0,
+            r.rss_of
+        ),
+        None => println!("  resident memory: unknown (no /proc/self/status)"),
     }
 }
 

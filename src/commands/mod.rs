@@ -1,6 +1,7 @@
 //! One handler per command.
 
 mod failover;
+mod monitor;
 pub mod net;
 mod sync;
 
@@ -83,6 +84,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Switchover(a) => resumable(failover::switchover(&opts, a)).await,
         Command::Rejoin(a) => resumable(failover::rejoin(&opts, a)).await,
         Command::HaproxyConfig(a) => haproxy_config(&opts, a),
+        Command::Monitor(a) => monitor::monitor(&opts, a).await,
+        Command::Events(a) => monitor::events(&opts, a).await,
         Command::Status(a) => status(&opts, a).await,
         Command::Load(LoadCmd::Wal(a)) => load_wal(&opts, a).await,
         Command::Start(a) => each_node(&opts, a, NodeAction::Start).await,
@@ -447,8 +450,8 @@ async fn status(opts: &Options, a: StatusArgs) -> Result<ExitCode> {
     let cluster = open(opts).await?;
     let show = |s: &ClusterStatus| -> Result<String> {
         Ok(match format {
-            StatusFormat::Table => status_view::compact(s),
-            StatusFormat::Wide => render::status_table(s),
+            StatusFormat::Table => status_view::compact(s) + &status_view::monitor_line(s),
+            StatusFormat::Wide => render::status_table(s) + &status_view::monitor_line(s),
             StatusFormat::Json => serde_json::to_string_pretty(s)? + "\n",
             StatusFormat::Yaml => serde_yaml_ng::to_string(s)?,
         })

@@ -11,6 +11,7 @@ mod drill;
 mod failover;
 mod foundation;
 mod haproxy;
+mod monitor;
 mod netns;
 mod safety_input;
 mod safety_ops;

@@ -29,6 +29,9 @@ const OWN_FILES: &[&str] = &[
     // Journals of an interrupted failover or switchover (ops::journal).
     ".failover.json",
     ".switchover.json",
+    // The monitor's event log and its one-monitor-per-cluster lock.
+    crate::monitor::events_log::FILE,
+    crate::monitor::run::LOCK_FILE,
 ];
 /// Directories of `bench up`'s bare steps, and the docker runtime's /etc files for a user's
 /// image.
@@ -146,6 +149,34 @@ pub async fn lock(dir: &Path, name: &str, runner: &Runner) -> Result<ClusterLock
             Err(e).what(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// Whether some process holds the cluster's lock, asked without taking it (a lock taken
+/// just to test it would make a command started at that instant fail as busy): the kernel's
+/// table of flock() locks, /proc/locks, names the lock file by device and inode.
+pub fn is_locked(dir: &Path) -> bool {
+    is_flocked(&dir.join(LOCK))
+}
+
+/// Whether some process holds a flock() on `path` (see [`is_locked`]). Where the kernel's
+/// table does not name it (a file system whose device numbers differ), this says no: the
+/// callers take the lock before they act, and that is what excludes.
+pub fn is_flocked(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let dev = meta.dev();
+    // /proc/locks writes the device as major:minor in hex (glibc's encoding of dev_t).
+    let (major, minor) = (
+        ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff),
+        ((dev >> 12) & 0xffff_ff00) | (dev & 0xff),
+    );
+    let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    std::fs::read_to_string("/proc/locks").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.contains("FLOCK") && l.split_whitespace().any(|f| f == id))
+    })
 }
 
 /// Directory names of a node's data: its own, its clone in progress, copies a re-clone kept.
@@ -276,6 +307,18 @@ pub fn purge(dir: &Path, plan: &PurgePlan) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lock_is_seen_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_locked(dir.path()));
+        let f = File::create(dir.path().join(LOCK)).unwrap();
+        assert!(!is_locked(dir.path()));
+        f.try_lock().unwrap();
+        assert!(is_locked(dir.path()));
+        drop(f);
+        assert!(!is_locked(dir.path()));
+    }
 
     #[test]
     fn node_directories_are_recognized_by_name() {

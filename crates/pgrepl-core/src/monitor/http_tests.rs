@@ -72,6 +72,7 @@ fn snapshot() -> Snapshot {
             ),
             node("pg3", None, State::Stopped, None, None),
         ],
+        monitor: None,
     });
     s.failovers = 2;
     s.promoted_at.insert("pg0".into(), 1_700_000_000.5);

@@ -1,18 +1,23 @@
-//! `pgrepl monitor`'s pure parts: the decision from observations to actions ([`decide`]),
+//! `pgrepl monitor`. Pure parts: the decision from observations to actions ([`decide`]),
 //! the health endpoints for load balancers ([`http`]), Prometheus metrics ([`metrics`]) and
-//! an HAProxy configuration ([`haproxy`]). The loop that observes the cluster and carries
-//! the actions out drives them; nothing here does I/O on the cluster.
+//! an HAProxy configuration ([`haproxy`]). The loop around them ([`run`]) observes the
+//! cluster ([`observer`]), carries the actions out ([`executor`]) and writes the event log
+//! ([`events_log`]); only those three do I/O on the cluster.
 
 pub mod action;
 pub mod candidates;
 pub mod decide;
 pub mod event;
+pub mod events_log;
+pub mod executor;
 pub mod haproxy;
 pub mod health;
 pub mod http;
 pub mod intent;
 pub mod metrics;
 pub mod observation;
+pub mod observer;
+pub mod run;
 
 #[cfg(test)]
 mod decide_tests;

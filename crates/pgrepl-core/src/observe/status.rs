@@ -90,20 +90,57 @@ pub struct ClusterStatus {
     pub sync: Option<SyncStatus>,
     pub warnings: Vec<String>,
     pub nodes: Vec<NodeStatus>,
+    /// Whether `pgrepl monitor` runs for the cluster, and its last decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorInfo {
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// The event log's last decision: its time and line.
+    pub last_decision: Option<String>,
+}
+
+/// Told by the monitor's lock (not by a pid file alone) and its event log.
+pub fn monitor_info(cluster: &Cluster) -> MonitorInfo {
+    let pid = crate::monitor::run::running(&cluster.dir);
+    MonitorInfo {
+        running: pid.is_some(),
+        pid: pid.filter(|p| *p != 0),
+        last_decision: crate::monitor::events_log::last_decision(&cluster.dir).map(|r| r.line()),
+    }
 }
 
 pub async fn status(cluster: &Cluster) -> ClusterStatus {
     let (probes, faults) = tokio::join!(topology::probe_all(cluster), injected(cluster));
+    assemble(cluster, &probes, faults).await
+}
+
+/// The status from probes already taken (the monitor's tick probes once for its decision
+/// and its health endpoints).
+pub async fn of_probes(cluster: &Cluster, probes: &[Probe]) -> ClusterStatus {
+    let faults = injected(cluster).await;
+    assemble(cluster, probes, faults).await
+}
+
+async fn assemble(
+    cluster: &Cluster,
+    probes: &[Probe],
+    faults: Vec<(bool, Vec<NetFault>)>,
+) -> ClusterStatus {
     // The primary's timeline history tells a node that can still follow it from one that
     // has gone past the fork point.
-    let history = topology::pick_primary(cluster, &probes).and_then(|p| {
+    let history = topology::pick_primary(cluster, probes).and_then(|p| {
         Some(History {
             node: p.name.clone(),
             path: p.path.clone()?,
         })
     });
-    let wal_ends = stopped_wal_ends(cluster, &probes).await;
-    let mut status = build(cluster, &probes, history.as_ref(), &wal_ends);
+    let wal_ends = stopped_wal_ends(cluster, probes).await;
+    let mut status = build(cluster, probes, history.as_ref(), &wal_ends);
+    status.monitor = Some(monitor_info(cluster));
     for (n, (frozen, f)) in status.nodes.iter_mut().zip(faults) {
         n.frozen = frozen;
         n.faults = f;
@@ -346,6 +383,7 @@ fn build(
         sync,
         warnings,
         nodes,
+        monitor: None,
     }
 }
 

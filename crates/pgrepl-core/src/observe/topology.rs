@@ -58,6 +58,23 @@ impl Probe {
 }
 
 impl Probe {
+    /// A probe that has learnt nothing but whether the node runs.
+    pub fn nothing_yet(node: &str, running: bool) -> Probe {
+        Probe {
+            name: node.to_string(),
+            running,
+            position: None,
+            downstreams: Vec::new(),
+            sync: None,
+            control: None,
+            wal_timeline: None,
+            path: None,
+            not_answering: false,
+            slots: Vec::new(),
+            error: None,
+        }
+    }
+
     fn failed(&mut self, e: Error) {
         self.not_answering = matches!(e, Error::NotAnswering { .. });
         self.error = Some(e.to_string());
@@ -71,19 +88,7 @@ pub async fn probe(cluster: &Cluster, node: &str) -> Probe {
         Err(_) => ProcessState::Stopped,
     };
     let running = state != ProcessState::Stopped;
-    let mut p = Probe {
-        name: node.to_string(),
-        running,
-        position: None,
-        downstreams: Vec::new(),
-        sync: None,
-        control: None,
-        wal_timeline: None,
-        path: None,
-        not_answering: false,
-        slots: Vec::new(),
-        error: None,
-    };
+    let mut p = Probe::nothing_yet(node, running);
     if !p.running {
         if let Some(server) = server.ok().filter(|s| s.exists()) {
             p.control = server.controldata().await.ok();

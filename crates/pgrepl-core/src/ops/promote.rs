@@ -105,6 +105,16 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stops nodes cleanly (a fast shutdown sends their standbys everything they wrote); one that
 /// does not stop in time (frozen, hung) is killed, since it must not accept writes any more.
 pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -> Result<()> {
+    fence_within(cluster, nodes, FENCE_TIMEOUT, progress).await
+}
+
+/// [`fence`], with the time a clean shutdown is given before the kill.
+pub async fn fence_within(
+    cluster: &Cluster,
+    nodes: &[&str],
+    patience: Duration,
+    progress: &dyn Progress,
+) -> Result<()> {
     for n in nodes {
         progress.step(&format!("fencing {n} (fast shutdown)"));
         let server = cluster.server(n)?;
@@ -112,7 +122,7 @@ pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -
             progress.note(&format!("fenced {n}: it had stopped"));
             continue;
         }
-        match tokio::time::timeout(FENCE_TIMEOUT, server.stop(StopMode::Fast)).await {
+        match tokio::time::timeout(patience, server.stop(StopMode::Fast)).await {
             Ok(Ok(())) => progress.note(&format!("fenced {n}: stopped it (fast shutdown)")),
             Ok(Err(e)) if server.is_running().await => {
                 server.kill().await?;
@@ -124,8 +134,8 @@ pub async fn fence(cluster: &Cluster, nodes: &[&str], progress: &dyn Progress) -
             Err(_) => {
                 server.kill().await?;
                 progress.note(&format!(
-                    "fenced {n}: it did not shut down within {} s, so it was killed",
-                    FENCE_TIMEOUT.as_secs()
+                    "fenced {n}: it did not shut down within {} ms, so it was killed",
+                    patience.as_millis()
                 ));
             }
         }

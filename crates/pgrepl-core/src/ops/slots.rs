@@ -4,6 +4,7 @@
 //! `max_slot_wal_keep_size`, and without that limit until the disk is full.
 
 use crate::cluster::Cluster;
+use crate::postgres::conn::Conn;
 use crate::postgres::queries;
 use crate::spec::default_slot;
 
@@ -33,18 +34,9 @@ pub async fn tidy(cluster: &Cluster, node: &str) -> Vec<String> {
         if s.active || !ours(&s.name) || wanted.contains(&s.name) {
             continue;
         }
-        // A standby may have connected since the slot list was read: the drop is for an
-        // inactive slot only.
-        let res = c
-            .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                 WHERE slot_name = $1 AND NOT active",
-                &[&s.name],
-            )
-            .await;
-        match res {
-            Ok(1) => dropped.push(s.name),
-            Ok(_) => {}
+        match drop_inactive(&c, &s.name).await {
+            Ok(true) => dropped.push(s.name),
+            Ok(false) => {}
             Err(e) => tracing::debug!(node, slot = s.name, error = %e, "could not drop a slot"),
         }
     }
@@ -56,6 +48,19 @@ pub async fn tidy(cluster: &Cluster, node: &str) -> Vec<String> {
         );
     }
     dropped
+}
+
+/// Drops the slot when it is inactive. A standby may have connected since the slot list was
+/// read: the drop is for an inactive slot only. false: no such inactive slot.
+pub async fn drop_inactive(c: &Conn, slot: &str) -> crate::error::Result<bool> {
+    let n = c
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE slot_name = $1 AND NOT active",
+            &[&slot],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// The line an operation prints about slots it dropped, if any.

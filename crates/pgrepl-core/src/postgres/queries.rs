@@ -34,6 +34,9 @@ pub struct Position {
     pub sender_host: Option<String>,
     pub sender_port: Option<i32>,
     pub slot_name: Option<String>,
+    /// Milliseconds since the walreceiver last heard from its sender
+    /// (`last_msg_receipt_time`): a sender that still talks lives.
+    pub last_msg_age_ms: Option<f64>,
 }
 
 pub async fn position(c: &Conn) -> Result<Position> {
@@ -52,7 +55,8 @@ pub async fn position(c: &Conn) -> Result<Position> {
                     CASE WHEN pg_is_in_recovery() THEN
                          (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
                           WHERE name ~ '^[0-9A-F]{24}$') END AS wal_tli,
-                    r.status, r.received_tli, r.sender_host, r.sender_port, r.slot_name
+                    r.status, r.received_tli, r.sender_host, r.sender_port, r.slot_name,
+                    (extract(epoch FROM clock_timestamp() - r.last_msg_receipt_time) * 1000)::float8 AS msg_age
              FROM (SELECT 1) AS one
              LEFT JOIN pg_stat_wal_receiver r ON true",
             &[],
@@ -85,6 +89,7 @@ pub async fn position(c: &Conn) -> Result<Position> {
         sender_host: row.get("sender_host"),
         sender_port: row.get("sender_port"),
         slot_name: row.get("slot_name"),
+        last_msg_age_ms: row.get("msg_age"),
     })
 }
 

@@ -29,6 +29,54 @@ pub struct ClusterSpec {
     pub nodes: Vec<NodeSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncSpec>,
+    /// `pgrepl monitor`'s settings (`[monitor]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorSpec>,
+}
+
+/// `[monitor]`: what the monitor may do unattended, and its timing (the command line's
+/// `--interval` and `--failover-timeout` win).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSpec {
+    /// What to do when synchronous replication would block every commit: "block" (as
+    /// PostgreSQL does) or "degrade" (clear synchronous_standby_names until a synchronous
+    /// standby streams again).
+    #[serde(default)]
+    pub on_sync_loss: crate::monitor::OnSyncLoss,
+    /// Consent to promote an asynchronous standby under synchronous replication.
+    #[serde(default)]
+    pub allow_data_loss: bool,
+    /// How often the monitor looks, e.g. "500ms".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long an unreachable primary may be unheard before the failover, e.g. "2s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout: Option<String>,
+}
+
+impl MonitorSpec {
+    /// `interval` read, or None when unset.
+    pub fn interval(&self) -> crate::error::Result<Option<std::time::Duration>> {
+        parse_monitor_duration("interval", self.interval.as_deref())
+    }
+
+    pub fn failover_timeout(&self) -> crate::error::Result<Option<std::time::Duration>> {
+        parse_monitor_duration("failover_timeout", self.failover_timeout.as_deref())
+    }
+}
+
+fn parse_monitor_duration(
+    key: &str,
+    text: Option<&str>,
+) -> crate::error::Result<Option<std::time::Duration>> {
+    let Some(t) = text else { return Ok(None) };
+    match humantime::parse_duration(t.trim()) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(crate::error::Error::Invalid(format!(
+            "[monitor] {key} = \"{t}\" is no duration: write one such as \"500ms\" or \"2s\""
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,6 +282,7 @@ impl ClusterSpec {
                 node(3, Some("sync3")),
             ],
             sync: None,
+            monitor: None,
         };
         spec.validate()?;
         Ok(spec)

@@ -325,3 +325,38 @@ fn privileged_ports_are_refused_with_the_fix() {
     assert!(e.contains("no room for 4 nodes"), "{e}");
     ClusterSpec::lab("lab", 1024).unwrap().validate().unwrap();
 }
+
+#[test]
+fn monitor_section_reads_and_refuses_bad_durations() {
+    let base = "[cluster]\nname = \"lab\"\n\n[[node]]\nname = \"pg0\"\nhost = \"127.0.0.1\"\nport = 5432\n";
+    let path = std::path::Path::new("pgrepl.toml");
+    let ok = ClusterSpec::parse(
+        &format!("{base}\n[monitor]\non_sync_loss = \"degrade\"\ninterval = \"250ms\"\n"),
+        path,
+    )
+    .unwrap();
+    let m = ok.monitor.unwrap();
+    assert_eq!(m.on_sync_loss, crate::monitor::OnSyncLoss::Degrade);
+    assert!(!m.allow_data_loss);
+    assert_eq!(
+        m.interval().unwrap(),
+        Some(std::time::Duration::from_millis(250))
+    );
+    let bad = ClusterSpec::parse(
+        &format!("{base}\n[monitor]\nfailover_timeout = \"soon\"\n"),
+        path,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("failover_timeout") && bad.contains("2s"),
+        "{bad}"
+    );
+    let bad = ClusterSpec::parse(
+        &format!("{base}\n[monitor]\non_sync_loss = \"panic\"\n"),
+        path,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("block") && bad.contains("degrade"), "{bad}");
+}

@@ -346,6 +346,10 @@ impl ClusterSpec {
             validate_sync_names(self, sync, sync.allow_unknown)
                 .map_err(|e| Error::Invalid(format!("[sync]: {e}")))?;
         }
+        if let Some(m) = &self.monitor {
+            m.interval()?;
+            m.failover_timeout()?;
+        }
         Ok(())
     }
 }
