@@ -275,8 +275,6 @@ fn restarted_monitor_causes_no_failover_and_a_second_is_refused() {
 
 /// A primary partitioned from everyone (netns): only the timeout can tell, and then the
 /// standbys' walreceivers and `pg_isready` from their namespaces say nobody hears it.
-/// (Partitioned from the monitor alone is not testable yet: `net partition NODE --from host`
-/// cuts NODE off from everyone.)
 #[test]
 fn netns_primary_partitioned_from_everyone_fails_over_without_split_brain() {
     let test = "netns_primary_partitioned_from_everyone_fails_over_without_split_brain";
@@ -507,4 +505,35 @@ fn a_monitor_records_a_promotion_the_file_missed() {
     // on the primary's history alone.)
     wait_streaming_standby(&c, "pg2", Duration::from_secs(30));
     assert_eq!(c.writable_nodes(), ["pg1"]);
+}
+
+/// The primary cut off from the host alone (the monitor, pgrepl, clients here) still streams
+/// to its standbys: they vouch for it, and the monitor does not fail over.
+#[test]
+fn netns_primary_partitioned_from_the_monitor_only_is_no_failover() {
+    let test = "netns_primary_partitioned_from_the_monitor_only_is_no_failover";
+    let Some(c) = TestCluster::up_on(Pg::V18, "netns", test) else {
+        return;
+    };
+    let m = Monitor::start(&c, &[]);
+    c.ok(&["net", "partition", "pg0", "--from", "host"]);
+    let faults = c.node_status("pg0")["faults"].to_string();
+    assert!(faults.contains("host"), "{faults}");
+    // Five failover timeouts (2 s by default): the standbys keep streaming from pg0.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        assert!(c.writable_nodes().is_empty(), "{}", m.output());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        c.sql("pg1", "SELECT status FROM pg_stat_wal_receiver"),
+        "streaming"
+    );
+    assert!(
+        !events(&c).iter().any(|e| e["code"] == "promote"),
+        "{}",
+        m.output()
+    );
+    c.ok(&["net", "heal", "pg0"]);
+    assert_eq!(c.writable_nodes(), ["pg0"]);
 }

@@ -203,7 +203,7 @@ async fn partitioned(cluster: &Cluster, node: &str) -> Option<NetFault> {
     let faults = cluster.runtime.faults(spec).await.ok()?;
     faults
         .into_iter()
-        .find(|f| matches!(f, NetFault::Partition { .. }))
+        .find(|f| matches!(f, NetFault::Partition { .. } | NetFault::HostPartition))
 }
 
 /// How long a fenced node that answers gets to shut down cleanly before it is killed.

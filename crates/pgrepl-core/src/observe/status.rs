@@ -144,10 +144,12 @@ async fn assemble(
     for (n, (frozen, f)) in status.nodes.iter_mut().zip(faults) {
         n.frozen = frozen;
         n.faults = f;
-        let hidden = n
-            .faults
-            .iter()
-            .any(|f| matches!(f, NetFault::Partition { host: true, .. }));
+        let hidden = n.faults.iter().any(|f| {
+            matches!(
+                f,
+                NetFault::Partition { host: true, .. } | NetFault::HostPartition
+            )
+        });
         if hidden && n.state == State::Unreachable {
             status.warnings.push(format!(
                 "{} is partitioned from the host: pgrepl cannot see it, though it still runs in whatever role it had; `pgrepl net heal {}` ends the partition",

@@ -70,6 +70,16 @@ fn partition_of(cluster: &Cluster, node: &str, from: &[String], no_host: bool) -
             nodes.push(name.clone());
         }
     }
+    if nodes.is_empty() {
+        // Only `host` named: `from: []` would mean every node.
+        return if no_host {
+            Err(Error::Invalid(format!(
+                "--from host with --no-host leaves nothing to cut {node} off from: drop one of them"
+            )))
+        } else {
+            Ok(NetFault::HostPartition)
+        };
+    }
     Ok(NetFault::Partition {
         from: nodes,
         host: host && !no_host,

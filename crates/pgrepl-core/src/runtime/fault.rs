@@ -13,6 +13,9 @@ pub enum NetFault {
     /// The node exchanges no packet, in either direction, with the nodes in `from` (empty:
     /// every other node), nor with the host (pgrepl itself, and clients) when `host`.
     Partition { from: Vec<String>, host: bool },
+    /// The node exchanges no packet with the host only (pgrepl, a monitor, clients on this
+    /// machine); the nodes still reach each other.
+    HostPartition,
     /// Every packet the node sends waits `delay` ± `jitter`.
     Delay {
         #[serde(with = "duration_text")]
@@ -36,6 +39,7 @@ impl fmt::Display for NetFault {
                 };
                 write!(f, "partitioned from {whom}")
             }
+            NetFault::HostPartition => write!(f, "partitioned from the host"),
             NetFault::Delay { delay, jitter } if jitter.is_zero() => {
                 write!(f, "delay {}", humantime::format_duration(*delay))
             }

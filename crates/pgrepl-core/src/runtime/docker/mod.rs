@@ -696,6 +696,10 @@ impl Runtime for DockerRuntime {
                 }
                 rules::partition(&ns, faults::IFACE, &peers).await
             }
+            NetFault::HostPartition => {
+                let peers = vec![(rules::HOST_TAG.to_string(), self.subnet.gateway())];
+                rules::partition(&ns, faults::IFACE, &peers).await
+            }
             NetFault::Loss { percent } => rules::loss(&ns, faults::IFACE, *percent).await,
             NetFault::Delay { delay, jitter } => {
                 let log = crate::runtime::log_file(&self.dir, &format!("{}.delayer", node.name));

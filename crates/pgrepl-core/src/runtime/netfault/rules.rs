@@ -47,7 +47,9 @@ impl Active {
         let host = cut.iter().any(|t| t == HOST_TAG);
         let from: Vec<String> = nodes.iter().filter(|t| cut.contains(t)).cloned().collect();
         let every_node = nodes.iter().all(|t| cut.contains(t));
-        if host || !from.is_empty() {
+        if host && from.is_empty() && !every_node {
+            out.push(NetFault::HostPartition);
+        } else if host || !from.is_empty() {
             out.push(NetFault::Partition {
                 from: if every_node { Vec::new() } else { from },
                 host,

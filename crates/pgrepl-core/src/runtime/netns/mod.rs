@@ -294,6 +294,14 @@ impl Runtime for NetnsRuntime {
                     .collect();
                 rules::partition(&ns, NODE_IF, &peers).await
             }
+            NetFault::HostPartition => {
+                let peers: Vec<(String, Ipv4Addr)> = self
+                    .peers(node)
+                    .into_iter()
+                    .filter(|(tag, _)| tag == HOST_TAG)
+                    .collect();
+                rules::partition(&ns, NODE_IF, &peers).await
+            }
             NetFault::Loss { percent } => rules::loss(&ns, NODE_IF, *percent).await,
             NetFault::Delay { delay, jitter } => {
                 let log = crate::runtime::log_file(&self.dir, &format!("{}.delayer", node.name));
