@@ -575,7 +575,7 @@ pub struct SqlArgs {
     /// One or more statements (separated by `;`).
     pub sql: String,
     /// Cancel the statement after this long (e.g. 5s) and say what it waited on.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = positive_duration)]
     pub timeout: Option<Duration>,
     #[arg(long)]
     pub json: bool,

@@ -276,8 +276,13 @@ pub fn for_primary(sync: &SyncSpec, own: &str) -> Option<SyncSpec> {
     if names.is_empty() {
         return None;
     }
+    let wildcard = names.iter().any(|n| n == "*");
     Some(SyncSpec {
-        num: sync.num.min(names.len() as u32).max(1),
+        num: if wildcard {
+            sync.num.max(1)
+        } else {
+            sync.num.min(names.len() as u32).max(1)
+        },
         standbys: names,
         ..sync.clone()
     })

@@ -132,9 +132,17 @@ pub fn validate_sync_names(spec: &ClusterSpec, sync: &SyncSpec, allow_unknown: b
     }
     let n = sync.standbys.len() as u32;
     let wildcard = sync.standbys.iter().any(|s| s == "*");
+    // `*` stands for every standby: at most all nodes but the primary can confirm.
+    let standbys = spec.nodes.len().saturating_sub(1) as u32;
     if sync.num == 0 || (!wildcard && sync.num > n) {
         return Err(Error::Invalid(format!(
             "--num {} is out of range: it must be between 1 and the number of standby names ({n})",
+            sync.num
+        )));
+    }
+    if wildcard && sync.num > standbys {
+        return Err(Error::Invalid(format!(
+            "--num {} is out of range: with '*' it must be between 1 and the number of standbys ({standbys})",
             sync.num
         )));
     }
