@@ -12,7 +12,7 @@ use crate::observe::authority::{self, Facts};
 use crate::observe::topology::{self, Probe};
 use crate::ops::{config, slots, sync, wait, Outcome};
 use crate::postgres::queries;
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
 use crate::runtime::StopMode;
 use crate::spec::ClusterSpec;
 
@@ -24,6 +24,14 @@ pub struct Promoted {
     pub node: String,
     pub timeline: u32,
     pub took: Duration,
+}
+
+impl Promoted {
+    /// The figures every promoting command reports.
+    pub fn figures(&self, progress: &dyn Progress) {
+        figure(progress, "timeline", self.timeline);
+        figure(progress, "promote_ms", self.took.as_millis() as u64);
+    }
 }
 
 /// Promotes the standby behind `c` and returns once it accepts writes. pg_promote(wait =>
@@ -249,14 +257,20 @@ pub async fn promote(
         ));
     }
     let old_primaries: Vec<String> = others.iter().map(|p| p.name.clone()).collect();
+    figure(progress, "old_primary", cluster.spec.root().name.clone());
+    figure(progress, "new_primary", node);
     if fence_others {
         let names: Vec<&str> = old_primaries.iter().map(String::as_str).collect();
+        let t = Instant::now();
         fence(cluster, &names, progress).await?;
+        figure(progress, "fenced", &old_primaries);
+        figure(progress, "fence_ms", t.elapsed().as_millis() as u64);
     }
 
     progress.step(&format!("promoting {node}"));
     let c = cluster.connect(node).await?;
     let p = promote_now(&c, node).await?;
+    p.figures(progress);
     let mut lines = vec![format!(
         "{node} promoted: it is a primary on timeline {} (promotion took {:.3} s)",
         p.timeline,
@@ -268,6 +282,7 @@ pub async fn promote(
     lines.extend(record_primary(cluster, next, node, "promote").await?);
     lines.extend(slots::note(node, &slots::tidy(cluster, node).await));
     if !fence_others && !old_primaries.is_empty() {
+        figure(progress, "split_brain_with", &old_primaries);
         lines.push(format!(
             "WARNING: split brain: {} still accepts writes as a primary; rejoin it with `pgrepl rejoin {} --upstream {node}` (its writes since the promotion will be discarded)",
             old_primaries.join(" and "),

@@ -23,7 +23,7 @@ use crate::observe::topology::{self, Probe};
 use crate::ops::{follow, journal, promote, slots, sync, wait, Outcome};
 use crate::postgres::timeline::{self, Lineage};
 use crate::postgres::Lsn;
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
 use crate::runtime::StopMode;
 
 /// How long the target may take to replay the old primary's last WAL.
@@ -76,6 +76,9 @@ pub async fn switchover(
                     "{target} is already the primary: nothing to do"
                 )));
             }
+            figure(progress, "old_primary", &old);
+            figure(progress, "new_primary", target);
+            figure(progress, "completed_interrupted", true);
             let first = format!(
                 "{target} is already the primary: completing the interrupted switchover{}",
                 old.as_ref()
@@ -94,7 +97,10 @@ pub async fn switchover(
             from_the_start(cluster, &old, target, &probes, started, progress).await
         }
         [] => match journal {
-            Some(j) => resume_stopped(cluster, &j.old, target, progress).await,
+            Some(j) => {
+                figure(progress, "completed_interrupted", true);
+                resume_stopped(cluster, &j.old, target, progress).await
+            }
             None => Err(Error::Precondition(format!(
                 "there is no running primary to switch over from: for an unplanned change use `pgrepl failover --to {target}`"
             ))),
@@ -254,6 +260,18 @@ async fn take_over(
     crashpoint::reached("switchover: target caught up");
     progress.step(&format!("promoting {target}"));
     let promoted = promote::promote_now(&tc, target).await?;
+    promoted.figures(progress);
+    figure(progress, "old_primary", old);
+    figure(progress, "new_primary", target);
+    figure(progress, "catch_up_ms", catch_up.as_millis() as u64);
+    if let Some(t) = &timings {
+        figure(progress, "stop_ms", t.stop.as_millis() as u64);
+        figure(
+            progress,
+            "writes_unavailable_ms",
+            t.stop_asked.elapsed().as_millis() as u64,
+        );
+    }
     crashpoint::reached("switchover: promoted");
     let first = match &timings {
         Some(t) => format!(

@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::observe::authority::{self, Facts};
 use crate::observe::topology::{self, Probe};
 use crate::ops::{follow, journal, promote, slots, sync, Outcome};
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
+use std::time::Instant;
 
 const JOURNAL: &str = "failover";
 
@@ -101,6 +102,9 @@ async fn complete(
         ));
     }
     let followers = followers_of(cluster, probes, old, target);
+    figure(progress, "old_primary", old);
+    figure(progress, "new_primary", target);
+    figure(progress, "completed_interrupted", true);
     let mut lines = vec![format!(
         "{target} is the running primary but the failover that made it so was not finished (interrupted, or a promotion outside pgrepl): completing it"
     )];
@@ -313,10 +317,14 @@ async fn promote_best(
         })
         .map(|p| p.name.as_str())
         .collect();
+    figure(progress, "old_primary", &old);
+    figure(progress, "fenced", &fence);
     if fence.is_empty() {
         lines.push(format!("the old primary {old} is down"));
     } else {
+        let t = Instant::now();
         promote::fence(cluster, &fence, progress).await?;
+        figure(progress, "fence_ms", t.elapsed().as_millis() as u64);
         crashpoint::reached("failover: fenced");
     }
 
@@ -336,6 +344,8 @@ async fn promote_best(
         &authority::of_probes(cluster, &probes),
         force,
     )?;
+    figure(progress, "new_primary", &target);
+    figure(progress, "reason", &decision.reason);
     lines.push(format!("promoting {target}: {}", decision.reason));
     progress.note(&lines.join("\n"));
     lines.clear();
@@ -352,6 +362,7 @@ async fn promote_best(
     progress.step(&format!("promoting {target}"));
     let tc = cluster.connect(&target).await?;
     let promoted = promote::promote_now(&tc, &target).await?;
+    promoted.figures(progress);
     crashpoint::reached("failover: promoted");
     lines.push(format!(
         "{target} promoted: primary on timeline {} (promotion took {:.3} s)",
@@ -391,6 +402,7 @@ async fn finish(
         .filter(|n| probes.iter().any(|p| &p.name == n && p.is_standby()))
         .collect();
     let cluster_ref: &Cluster = cluster;
+    let t = Instant::now();
     let results = join_all(
         standbys
             .iter()
@@ -403,6 +415,8 @@ async fn finish(
             Err(e) => lines.push(format!("WARNING: {o} could not follow {target}: {e}")),
         }
     }
+    figure(progress, "repointed", &standbys);
+    figure(progress, "repoint_ms", t.elapsed().as_millis() as u64);
     crashpoint::reached("failover: standbys repointed");
     lines.extend(slots::note(target, &slots::tidy(cluster, target).await));
     if let Some(w) = sync::blocked_commits_warning(cluster, target).await {
