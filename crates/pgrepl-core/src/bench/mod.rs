@@ -2,6 +2,7 @@
 //! of the bare PostgreSQL steps, so that ratios compare like with like on this machine.
 
 pub mod all;
+pub mod libpq;
 pub mod rejoin;
 pub mod roles;
 pub mod sync;
