@@ -40,6 +40,7 @@ const SWITCHOVER: &[&str] = &[
     "old_primary",
     "new_primary",
     "timeline",
+    "checkpoint_ms",
     "writes_unavailable_ms",
     "stop_ms",
     "catch_up_ms",

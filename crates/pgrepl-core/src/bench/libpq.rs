@@ -30,7 +30,16 @@ struct Api {
     result_status: unsafe extern "C" fn(*const c_void) -> c_int,
     clear: unsafe extern "C" fn(*mut c_void),
     finish: unsafe extern "C" fn(*mut c_void),
+    set_notice_processor: unsafe extern "C" fn(
+        *mut c_void,
+        unsafe extern "C" fn(*mut c_void, *const c_char),
+        *mut c_void,
+    ) -> *mut c_void,
 }
+
+/// The server's goodbye (`FATAL: terminating connection due to administrator command`) would
+/// go to our stderr: the client's errors are counted, not printed.
+unsafe extern "C" fn ignore_notice(_arg: *mut c_void, _message: *const c_char) {}
 
 // SAFETY: plain function pointers into a library that is never unloaded.
 unsafe impl Send for Api {}
@@ -75,6 +84,9 @@ impl Api {
                 result_status: std::mem::transmute::<*mut c_void, _>(sym("PQresultStatus")?),
                 clear: std::mem::transmute::<*mut c_void, _>(sym("PQclear")?),
                 finish: std::mem::transmute::<*mut c_void, _>(sym("PQfinish")?),
+                set_notice_processor: std::mem::transmute::<*mut c_void, _>(sym(
+                    "PQsetNoticeProcessor",
+                )?),
             })
         }
     }
@@ -91,6 +103,7 @@ impl Api {
                 (self.finish)(c);
                 return None;
             }
+            (self.set_notice_processor)(c, ignore_notice, std::ptr::null_mut());
             Some(c)
         }
     }

@@ -18,6 +18,9 @@ use crate::spec::ClusterSpec;
 
 /// How long a promotion may take before we call it failed.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a promoting node is asked whether it is done: the promotion itself takes
+/// 20-50 ms, so a coarser poll would be a large part of the write gap.
+pub(crate) const HOT_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone)]
 pub struct Promoted {
@@ -54,9 +57,10 @@ pub async fn promote_now(c: &Conn, node: &str) -> Result<Promoted> {
             return Err(e);
         }
     }
-    wait::until(
+    wait::until_every(
         &format!("{node} to finish its promotion"),
         PROMOTE_TIMEOUT,
+        HOT_POLL,
         || async {
             let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
             (!row.get::<_, bool>(0)).then_some(())

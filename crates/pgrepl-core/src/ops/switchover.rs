@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
 use crate::crashpoint;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::observe::authority;
 use crate::observe::lineage;
 use crate::observe::topology::{self, Probe};
 use crate::ops::{follow, journal, promote, slots, sync, wait, Outcome};
+use crate::postgres::conn::{Conn, SLOW_BOUND};
 use crate::postgres::timeline::{self, Lineage};
 use crate::postgres::Lsn;
 use crate::progress::{figure, Progress};
@@ -132,6 +133,19 @@ async fn from_the_start(
     if !old_server.is_running().await {
         return Err(Error::Precondition(format!("{old} stopped meanwhile")));
     }
+    // A checkpoint while the old primary still takes writes leaves its shutdown checkpoint
+    // next to nothing to flush, and that one runs while writes are refused.
+    progress.step(&format!("checkpoint on {old} (writes go on)"));
+    let t = Instant::now();
+    cluster
+        .connect(old)
+        .await?
+        .batch_execute_within("CHECKPOINT", SLOW_BOUND)
+        .await
+        .what(|| format!("cannot checkpoint {old}"))?;
+    figure(progress, "checkpoint_ms", t.elapsed().as_millis() as u64);
+    // Connected while writes still go on: the gap has no room for a handshake.
+    let tc = cluster.connect(target).await?;
 
     journal::write(
         cluster,
@@ -152,7 +166,7 @@ async fn from_the_start(
         stop: stop_asked.elapsed(),
     };
     crashpoint::reached("switchover: old primary stopped");
-    take_over(cluster, old, target, Some(timings), progress).await
+    take_over(cluster, old, target, Some(timings), Some(tc), progress).await
 }
 
 /// An interrupted switchover found no primary answering: the old primary was stopped (or is
@@ -196,7 +210,7 @@ async fn resume_stopped(
         )
         .await;
     }
-    take_over(cluster, old, target, None, progress).await
+    take_over(cluster, old, target, None, None, progress).await
 }
 
 /// A fast shutdown of `old`, bounded.
@@ -216,6 +230,7 @@ async fn take_over(
     old: &str,
     target: &str,
     timings: Option<Timings>,
+    tc: Option<Conn>,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let control = cluster.server(old)?.controldata().await?;
@@ -237,11 +252,17 @@ async fn take_over(
     progress.step(&format!(
         "waiting for {target} to replay {old}'s shutdown checkpoint"
     ));
-    let tc = cluster.connect(target).await?;
+    let tc = match tc {
+        Some(c) => c,
+        None => cluster.connect(target).await?,
+    };
     let t1 = Instant::now();
-    let caught_up = wait::until(
+    // The walsenders sent the shutdown checkpoint before the old primary exited: replay is
+    // usually done by now, and otherwise a few milliseconds away.
+    let caught_up = wait::until_every(
         &format!("{target} to replay {old}'s shutdown checkpoint at {ckpt}"),
         CATCH_UP_TIMEOUT,
+        Duration::from_millis(2),
         || async {
             let row = tc
                 .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])

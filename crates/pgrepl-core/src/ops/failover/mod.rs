@@ -328,8 +328,14 @@ async fn promote_best(
         crashpoint::reached("failover: fenced");
     }
 
-    // Positions once nothing more can arrive.
-    let probes = topology::probe_all(cluster).await;
+    // Positions once nothing more can arrive. With nothing fenced, no primary ran when the
+    // nodes were probed (one that stopped cannot start again under our lock), so those
+    // positions already are final: a second probe would only lengthen the write gap.
+    let probes = if fence.is_empty() {
+        probes.to_vec()
+    } else {
+        topology::probe_all(cluster).await
+    };
     let after = candidates(&probes, &sync);
     let decision = decide(to, journal.as_ref(), &after, sync.required, force)?;
     let target = decision.node.clone();
