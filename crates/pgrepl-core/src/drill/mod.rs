@@ -143,6 +143,11 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillReport {
     pub event: String,
+    /// The replication mode the drill ran under: `async`, or the synchronous_standby_names
+    /// setting (`FIRST 1 ("sync2", "sync3")`).
+    pub mode: String,
+    /// The nodes the setting names (every standby for `*`): commits waited for them.
+    pub sync_standbys: Vec<String>,
     pub writers: usize,
     pub rate: f64,
     pub runs: Vec<RunResult>,
@@ -206,6 +211,11 @@ pub async fn run(
     progress.note(&restored?);
     Ok(DrillReport {
         event: event.name().to_string(),
+        mode: found
+            .sync
+            .as_ref()
+            .map_or("async".into(), |s| s.standby_names_setting()),
+        sync_standbys: found.sync_standbys(cluster),
         writers: opts.writers,
         rate: opts.rate,
         summary: Summary::of(&runs),
@@ -221,6 +231,24 @@ struct Found {
 }
 
 impl Found {
+    fn sync_standbys(&self, cluster: &Cluster) -> Vec<String> {
+        let Some(s) = &self.sync else {
+            return Vec::new();
+        };
+        cluster
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.name != self.primary)
+            .filter(|n| {
+                s.standbys
+                    .iter()
+                    .any(|a| a == "*" || a == n.application_name())
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     async fn read(cluster: &Cluster) -> Result<Found> {
         Ok(Found {
             primary: topology::current_primary(cluster).await?,
