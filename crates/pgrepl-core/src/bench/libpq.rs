@@ -22,27 +22,28 @@ pub const INTERVAL: Duration = Duration::from_millis(10);
 const CONNECTION_OK: c_int = 0;
 const PGRES_COMMAND_OK: c_int = 1;
 
+type ConnectDb = unsafe extern "C" fn(*const c_char) -> *mut c_void;
+type Status = unsafe extern "C" fn(*const c_void) -> c_int;
+type Exec = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+type Free = unsafe extern "C" fn(*mut c_void);
+type NoticeProcessor = unsafe extern "C" fn(*mut c_void, *const c_char);
+type SetNoticeProcessor =
+    unsafe extern "C" fn(*mut c_void, NoticeProcessor, *mut c_void) -> *mut c_void;
+
 /// The few libpq functions the client calls.
 struct Api {
-    connectdb: unsafe extern "C" fn(*const c_char) -> *mut c_void,
-    status: unsafe extern "C" fn(*const c_void) -> c_int,
-    exec: unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void,
-    result_status: unsafe extern "C" fn(*const c_void) -> c_int,
-    clear: unsafe extern "C" fn(*mut c_void),
-    finish: unsafe extern "C" fn(*mut c_void),
-    set_notice_processor: unsafe extern "C" fn(
-        *mut c_void,
-        unsafe extern "C" fn(*mut c_void, *const c_char),
-        *mut c_void,
-    ) -> *mut c_void,
+    connectdb: ConnectDb,
+    status: Status,
+    exec: Exec,
+    result_status: Status,
+    clear: Free,
+    finish: Free,
+    set_notice_processor: SetNoticeProcessor,
 }
 
 /// The server's goodbye (`FATAL: terminating connection due to administrator command`) would
 /// go to our stderr: the client's errors are counted, not printed.
 unsafe extern "C" fn ignore_notice(_arg: *mut c_void, _message: *const c_char) {}
-
-// SAFETY: plain function pointers into a library that is never unloaded.
-unsafe impl Send for Api {}
 
 impl Api {
     /// libpq of the cluster's PostgreSQL installation, else the system's.
@@ -78,13 +79,13 @@ impl Api {
         // SAFETY: the symbols are libpq's, with these C signatures (libpq-fe.h).
         unsafe {
             Ok(Api {
-                connectdb: std::mem::transmute::<*mut c_void, _>(sym("PQconnectdb")?),
-                status: std::mem::transmute::<*mut c_void, _>(sym("PQstatus")?),
-                exec: std::mem::transmute::<*mut c_void, _>(sym("PQexec")?),
-                result_status: std::mem::transmute::<*mut c_void, _>(sym("PQresultStatus")?),
-                clear: std::mem::transmute::<*mut c_void, _>(sym("PQclear")?),
-                finish: std::mem::transmute::<*mut c_void, _>(sym("PQfinish")?),
-                set_notice_processor: std::mem::transmute::<*mut c_void, _>(sym(
+                connectdb: std::mem::transmute::<*mut c_void, ConnectDb>(sym("PQconnectdb")?),
+                status: std::mem::transmute::<*mut c_void, Status>(sym("PQstatus")?),
+                exec: std::mem::transmute::<*mut c_void, Exec>(sym("PQexec")?),
+                result_status: std::mem::transmute::<*mut c_void, Status>(sym("PQresultStatus")?),
+                clear: std::mem::transmute::<*mut c_void, Free>(sym("PQclear")?),
+                finish: std::mem::transmute::<*mut c_void, Free>(sym("PQfinish")?),
+                set_notice_processor: std::mem::transmute::<*mut c_void, SetNoticeProcessor>(sym(
                     "PQsetNoticeProcessor",
                 )?),
             })
