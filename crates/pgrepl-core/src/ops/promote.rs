@@ -88,11 +88,26 @@ pub(crate) async fn record_primary(
     target: &str,
     op: &str,
 ) -> Result<Option<String>> {
+    save_primary(cluster, next, op)?;
+    apply_primary(cluster, target, op).await
+}
+
+/// The first half of `record_primary`: the cluster file.
+pub(crate) fn save_primary(cluster: &mut Cluster, next: ClusterSpec, op: &str) -> Result<()> {
     if next != cluster.spec {
         cluster.spec = next;
         cluster.save_spec()?;
     }
     crashpoint::reached(&format!("{op}: cluster file saved"));
+    Ok(())
+}
+
+/// The second half: the new primary's shared settings and `[sync]`.
+pub(crate) async fn apply_primary(
+    cluster: &Cluster,
+    target: &str,
+    op: &str,
+) -> Result<Option<String>> {
     config::apply_shared(cluster, target).await?;
     let line = sync::apply_to_primary(cluster, target)
         .await?

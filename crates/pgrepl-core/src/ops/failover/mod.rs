@@ -108,7 +108,7 @@ async fn complete(
     let mut lines = vec![format!(
         "{target} is the running primary but the failover that made it so was not finished (interrupted, or a promotion outside pgrepl): completing it"
     )];
-    lines.extend(finish(cluster, old, target, &followers, progress).await?);
+    lines.extend(finish(cluster, old, target, &followers, probes, progress).await?);
     Ok(Outcome::Done(lines.join("\n")))
 }
 
@@ -377,7 +377,7 @@ async fn promote_best(
     ));
     let mut followers = followers;
     followers.retain(|f| *f != target);
-    lines.extend(finish(cluster, &old, &target, &followers, progress).await?);
+    lines.extend(finish(cluster, &old, &target, &followers, &probes, progress).await?);
     Ok(Outcome::Done(lines.join("\n")))
 }
 
@@ -389,6 +389,7 @@ async fn finish(
     old: &str,
     target: &str,
     followers: &[String],
+    probes: &[Probe],
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
     let mut lines = Vec::new();
@@ -397,24 +398,29 @@ async fn finish(
     for f in followers {
         next.set_upstream(f, target, None)?;
     }
-    lines.extend(promote::record_primary(cluster, next, target, "failover").await?);
+    promote::save_primary(cluster, next, "failover")?;
 
-    // Every running standby the file now puts under the new primary.
-    let probes = topology::probe_all(cluster).await;
-    let standbys: Vec<String> = cluster
+    // Every running standby the file now puts under the new primary (as probed before the
+    // promotion, which changed no other node: probing again would only add to the gap).
+    let cluster_ref: &Cluster = cluster;
+    let standbys: Vec<String> = cluster_ref
         .spec
         .downstream_of(target)
         .map(|n| n.name.clone())
         .filter(|n| probes.iter().any(|p| &p.name == n && p.is_standby()))
         .collect();
-    let cluster_ref: &Cluster = cluster;
+    // The new primary's settings and the repoints at once: under synchronous replication
+    // commits wait until a synchronous standby streams from the new primary, so the repoints
+    // are part of the write gap.
     let t = Instant::now();
-    let results = join_all(
+    let settings = promote::apply_primary(cluster_ref, target, "failover");
+    let repoints = join_all(
         standbys
             .iter()
             .map(|o| follow::repoint(cluster_ref, o, progress)),
-    )
-    .await;
+    );
+    let (settings, results) = futures::join!(settings, repoints);
+    lines.extend(settings?);
     for (o, r) in standbys.iter().zip(results) {
         match r {
             Ok(outcome) => lines.push(outcome.message().to_string()),
