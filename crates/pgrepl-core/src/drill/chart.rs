@@ -100,7 +100,7 @@ fn plot<DB: DrawingBackend>(
             "pgrepl drill: {} of {}, {} (run {}, {} writers at {}/s)",
             report.event,
             primary.unwrap_or("?"),
-            mode_title(&report.mode),
+            mode_title(&report.replication),
             t.run,
             report.writers,
             report.rate

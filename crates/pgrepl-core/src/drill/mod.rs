@@ -144,8 +144,9 @@ pub struct Summary {
 pub struct DrillReport {
     pub event: String,
     /// The replication mode the drill ran under: `async`, or the synchronous_standby_names
-    /// setting (`FIRST 1 ("sync2", "sync3")`).
-    pub mode: String,
+    /// setting (`FIRST 1 ("sync2", "sync3")`). Not `mode`: the matrix's report, which
+    /// flattens this one, has its own.
+    pub replication: String,
     /// The nodes the setting names (every standby for `*`): commits waited for them.
     pub sync_standbys: Vec<String>,
     pub writers: usize,
@@ -211,7 +212,7 @@ pub async fn run(
     progress.note(&restored?);
     Ok(DrillReport {
         event: event.name().to_string(),
-        mode: found
+        replication: found
             .sync
             .as_ref()
             .map_or("async".into(), |s| s.standby_names_setting()),
