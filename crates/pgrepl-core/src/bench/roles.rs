@@ -172,7 +172,11 @@ async fn drills(
         switchover_gap: gap(&sw),
         switchover_recovery: recovery(&sw),
         switchover_lost: lost(&sw),
-        libpq_gap: Stats::of(&client.longest_gaps(o.runs)),
+        // One gap per switchover: the drill's, and the one back to the first primary that
+        // ends the drill when the runs left another one.
+        libpq_gap: Stats::of(&client.longest_gaps(
+            o.runs + usize::from(sw.runs.last().is_some_and(|r| r.primary_after != first)),
+        )),
         libpq_lost,
         libpq_errors: client.errors,
         failover_gap: fo.as_ref().map(gap),
