@@ -167,12 +167,15 @@ fn plot<DB: DrawingBackend>(
         let promoted_here = promoted == Some(node.as_str());
         if promoted_here {
             // From its promotion on it is the primary: nothing to replay, lag 0 to the end.
-            let from = points
+            // A point a bin, as sampled: `segments` breaks a line at a longer step.
+            let mut at = points
                 .last()
                 .map_or(t.event_end_ms, |p| p.0)
                 .max(t.event_ms);
-            points.push((from + t.bin_ms, 0));
-            points.push((x_max * 1000.0, 0));
+            while at + t.bin_ms <= x_max * 1000.0 {
+                at += t.bin_ms;
+                points.push((at, 0));
+            }
         }
         // No line across the times a node could not be sampled (the primary down or frozen).
         for (k, segment) in segments(&points, t.bin_ms * 2.5).enumerate() {
