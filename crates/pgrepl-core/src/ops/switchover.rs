@@ -372,7 +372,7 @@ async fn finish(
             next.set_upstream(&p.name, target, None)?;
         }
     }
-    lines.extend(promote::record_primary(cluster, next, target, "switchover").await?);
+    promote::save_primary(cluster, next, "switchover")?;
 
     progress.step(&format!(
         "{}repointing the standbys to {target}",
@@ -398,7 +398,11 @@ async fn finish(
             .iter()
             .map(|o| follow::repoint(cluster_ref, o, progress)),
     );
-    let (demoted, repointed) = futures::join!(demote, repoints);
+    // The new primary's settings at the same time: under synchronous replication commits
+    // wait until a synchronous standby streams from it, so the repoints are in the write gap.
+    let settings = promote::apply_primary(cluster_ref, target, "switchover");
+    let (settings, demoted, repointed) = futures::join!(settings, demote, repoints);
+    lines.extend(settings?);
     if let (Some(o), Some(d)) = (old, demoted) {
         match d {
             Ok(Outcome::AlreadyDone(_)) => {}
