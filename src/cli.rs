@@ -371,6 +371,9 @@ pub struct PromoteArgs {
     /// Promote even though another primary runs: a split brain, on purpose.
     #[arg(long)]
     pub force: bool,
+    /// Print one JSON object (what was done, the figures) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -382,6 +385,9 @@ pub struct FailoverArgs {
     /// node holds a newer promotion than the standbys (its timeline is discarded).
     #[arg(long)]
     pub force: bool,
+    /// Print one JSON object (what was done, the figures) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -389,6 +395,9 @@ pub struct SwitchoverArgs {
     /// The streaming standby that becomes the primary.
     #[arg(long)]
     pub to: String,
+    /// Print one JSON object (what was done, the figures) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -408,6 +417,9 @@ pub struct RejoinArgs {
     /// another node is promoted).
     #[arg(long)]
     pub force: bool,
+    /// Print one JSON object (what was done, the figures) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -416,6 +428,9 @@ pub struct StandbyFollowArgs {
     /// The node to stream from from now on.
     #[arg(long)]
     pub upstream: String,
+    /// Print one JSON object (what was done, the figures) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

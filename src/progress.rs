@@ -1,6 +1,7 @@
 //! The terminal face of `pgrepl_core::progress::Progress`: a spinner for what is under way,
 //! printed lines for what was done.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,5 +35,28 @@ impl Progress for Spinner {
 impl Drop for Spinner {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// For `--json`: nothing on the terminal; the notes and figures are kept for the report.
+#[derive(Default)]
+pub struct Collect {
+    pub notes: Mutex<Vec<String>>,
+    pub figures: Mutex<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Progress for Collect {
+    fn step(&self, _msg: &str) {}
+    fn note(&self, msg: &str) {
+        self.notes
+            .lock()
+            .expect("not poisoned")
+            .push(msg.to_string());
+    }
+    fn figure(&self, key: &str, value: serde_json::Value) {
+        self.figures
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_string(), value);
     }
 }

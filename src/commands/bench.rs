@@ -229,6 +229,12 @@ fn print_roles(r: &RolesReport) {
         refs(|x| x.switchover_gap_ms),
     );
     row(
+        "switchover: write gap seen by an external libpq client (multi-host, target_session_attrs=read-write, an INSERT per 10 ms)",
+        r.libpq_gap,
+        Some(roles::TARGET_SWITCHOVER_GAP_MS),
+        refs(|x| x.switchover_gap_ms),
+    );
+    row(
         "switchover: from its start (stop signal to the old primary) to the first commit after",
         r.switchover_recovery,
         None,
@@ -238,7 +244,7 @@ fn print_roles(r: &RolesReport) {
         row(
             "failover: write gap seen by the client (primary SIGKILLed, then pgrepl failover)",
             gap,
-            None,
+            Some(roles::TARGET_FAILOVER_GAP_MS),
             none(),
         );
         row(
@@ -262,8 +268,10 @@ fn print_roles(r: &RolesReport) {
     );
     println!("{t}");
     println!(
-        "acknowledged commits lost: {} over the switchovers (must be 0){}",
+        "acknowledged commits lost: {} over the switchovers, {} of the libpq client's ({} errors, reconnected) (must be 0){}",
         r.switchover_lost,
+        r.libpq_lost,
+        r.libpq_errors,
         r.failover_lost
             .map(|n| format!(", {n} over the failovers (async replication may lose some)"))
             .unwrap_or_default()

@@ -176,7 +176,11 @@ const CORRUPTING: Operations = Operations {
                 )
                 .await
                 .map_err(|e| Error::Invalid(format!("the corrupting DELETE failed: {e}")))?;
-            *DELETED.lock().unwrap() = Some((row.get(0), row.get(1)));
+            // The first only: the drill's own switchover back at its end comes here too.
+            DELETED
+                .lock()
+                .unwrap()
+                .get_or_insert((row.get(0), row.get(1)));
             Ok(())
         })
     }),
@@ -224,6 +228,24 @@ fn switchover_drill_loses_nothing_and_the_check_catches_a_deleted_row() {
     assert!(run.lost_writes[0].acked_after_event_ms < -500.0, "{run:?}");
     // The delete replicated: the nodes still agree with each other.
     assert!(run.converged, "{run:?}");
+}
+
+#[test]
+fn switchover_drill_with_odd_runs_leaves_the_primary_and_sync_as_found() {
+    let c = TestCluster::up(Pg::V18);
+    c.ok(&["sync", "enable"]);
+    let before = c.sql("pg0", "SHOW synchronous_standby_names");
+
+    let j = drill_json(&c, &["switchover", "--runs", "3"]);
+    let runs = j["runs"].as_array().unwrap();
+    // A synchronous standby is the first choice: pg2 or pg3 under the lab's FIRST 1.
+    let first = runs[0]["event"]["detail"]["new_primary"].as_str().unwrap();
+    assert!(["pg2", "pg3"].contains(&first), "switched over to {first}");
+    assert!(runs.iter().all(|r| r["lost_acknowledged"] == 0), "{j}");
+    // Three switchovers left another primary: the drill put pg0 back, and the setting.
+    assert_eq!(c.status()["primary"], "pg0");
+    assert_eq!(c.writable_nodes(), ["pg0"]);
+    assert_eq!(c.sql("pg0", "SHOW synchronous_standby_names"), before);
 }
 
 #[test]

@@ -321,3 +321,74 @@ fn no_cluster_is_written_into_the_home_folder_itself() {
         "wrote something"
     );
 }
+
+/// The role changes speak JSON: one object each, the same keys whatever happened (null when
+/// unknown), the figures as numbers, the nodes as status shows them afterwards.
+#[test]
+fn role_changes_report_in_json() {
+    let c = TestCluster::up(Pg::V18);
+    let r = json(&c.ok(&["switchover", "--to", "pg1", "--json"]));
+    assert_eq!(
+        (
+            &r["command"],
+            &r["changed"],
+            &r["old_primary"],
+            &r["new_primary"]
+        ),
+        (
+            &"switchover".into(),
+            &true.into(),
+            &"pg0".into(),
+            &"pg1".into()
+        )
+    );
+    assert_eq!(r["timeline"], 2, "{r}");
+    for k in [
+        "writes_unavailable_ms",
+        "stop_ms",
+        "catch_up_ms",
+        "promote_ms",
+        "took_ms",
+    ] {
+        assert!(r[k].is_u64(), "{k} in {r}");
+    }
+    assert_eq!(node(&r, "pg1")["role"], "primary");
+    assert_eq!(node(&r, "pg0")["role"], "standby");
+
+    c.ok(&["kill", "pg1"]);
+    let r = json(&c.ok(&["failover", "--json"]));
+    assert_eq!(
+        (&r["command"], &r["old_primary"]),
+        (&"failover".into(), &"pg1".into())
+    );
+    let new = r["new_primary"].as_str().unwrap().to_string();
+    assert_eq!(r["timeline"], 3, "{r}");
+    assert!(r["promote_ms"].is_u64() && r["repoint_ms"].is_u64(), "{r}");
+    assert!(r["reason"].is_string() && r["repointed"].is_array(), "{r}");
+    assert_eq!(node(&r, &new)["role"], "primary");
+
+    let r = json(&c.ok(&["rejoin", "pg1", "--upstream", &new, "--json"]));
+    assert_eq!(
+        (&r["command"], &r["node"]),
+        (&"rejoin".into(), &"pg1".into())
+    );
+    // Every key is there; a count pg_waldump could not read is null, the bytes are known.
+    for k in [
+        "method",
+        "discarded_wal_bytes",
+        "discarded_transactions",
+        "fork_lsn",
+    ] {
+        assert!(r.get(k).is_some(), "{k} missing: {r}");
+    }
+    assert!(r["discarded_wal_bytes"].is_u64(), "{r}");
+    assert_eq!(node(&r, "pg1")["role"], "standby");
+
+    let r = json(&c.ok(&["promote", "pg1", "--fence", "--json"]));
+    assert_eq!(
+        (&r["new_primary"], &r["timeline"]),
+        (&"pg1".into(), &4.into())
+    );
+    assert_eq!(r["fenced"], serde_json::json!([new]));
+    assert_eq!(c.writable_nodes(), ["pg1"]);
+}

@@ -3,6 +3,7 @@
 
 pub mod all;
 pub mod failover;
+pub mod libpq;
 pub mod rejoin;
 pub mod roles;
 pub mod sync;

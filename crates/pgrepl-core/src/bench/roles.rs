@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bench::{Scratch, Stats};
+use crate::bench::{libpq, Scratch, Stats};
 use crate::cluster::{Cluster, Options};
 use crate::drill::{self, DrillOptions, DrillReport, Event};
 use crate::error::{Error, Result, ResultExt};
@@ -47,8 +47,9 @@ pub const REFERENCES: &[Reference] = &[
     },
 ];
 
-/// Targets of issue 3 on this 2-core machine.
-pub const TARGET_SWITCHOVER_GAP_MS: f64 = 300.0;
+/// Targets on this 2-core machine: issue 11's for the write gaps, issue 3's for the rejoin.
+pub const TARGET_SWITCHOVER_GAP_MS: f64 = 100.0;
+pub const TARGET_FAILOVER_GAP_MS: f64 = 300.0;
 pub const TARGET_REJOIN_MS: f64 = 700.0;
 
 #[derive(Debug, Clone)]
@@ -84,6 +85,13 @@ pub struct RolesReport {
     pub switchover_recovery: Stats,
     /// Acknowledged commits missing afterwards over every switchover (must be 0).
     pub switchover_lost: usize,
+    /// An application's view of the same switchovers: libpq, a multi-host conninfo with
+    /// `target_session_attrs=read-write`, one INSERT per 10 ms, reconnecting on error. The
+    /// gap of each switchover is one of the longest intervals between its acknowledgements.
+    pub libpq_gap: Stats,
+    /// Rows libpq had acknowledged that were missing afterwards (must be 0).
+    pub libpq_lost: usize,
+    pub libpq_errors: usize,
     /// Failover drills: the gap, and the time from the SIGKILL to the first commit after.
     pub failover_gap: Option<Stats>,
     pub failover_recovery: Option<Stats>,
@@ -134,6 +142,8 @@ async fn drills(
         ..DrillOptions::default()
     };
     let ops = &drill::hooks::AVAILABLE;
+    let first = topology::current_primary(cluster).await?;
+    let client = libpq::Client::start(cluster, &first).await?;
     let sw = drill::run(
         cluster,
         Event::Switchover,
@@ -141,7 +151,11 @@ async fn drills(
         ops,
         progress,
     )
-    .await?;
+    .await;
+    let client = client.stop();
+    let sw = sw?;
+    let libpq_lost =
+        libpq::lost(cluster, &topology::current_primary(cluster).await?, &client).await?;
     let fo = match o.failover_runs {
         0 => None,
         n => Some(drill::run(cluster, Event::Failover, &drill_opts(n), ops, progress).await?),
@@ -158,6 +172,13 @@ async fn drills(
         switchover_gap: gap(&sw),
         switchover_recovery: recovery(&sw),
         switchover_lost: lost(&sw),
+        // One gap per switchover: the drill's, and the one back to the first primary that
+        // ends the drill when the runs left another one.
+        libpq_gap: Stats::of(&client.longest_gaps(
+            o.runs + usize::from(sw.runs.last().is_some_and(|r| r.primary_after != first)),
+        )),
+        libpq_lost,
+        libpq_errors: client.errors,
         failover_gap: fo.as_ref().map(gap),
         failover_recovery: fo.as_ref().map(recovery),
         failover_lost: fo.as_ref().map(lost),

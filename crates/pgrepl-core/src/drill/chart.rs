@@ -76,23 +76,31 @@ fn plot<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let run = report.runs.iter().find(|r| r.run == t.run);
     let primary = run.map(|r| r.primary_before.as_str());
+    let promoted = run.and_then(|r| r.event.detail.get("new_primary")?.as_str());
+    let sync = if report.sync_standbys.is_empty() {
+        "no synchronous standby".to_string()
+    } else {
+        format!("synchronous: {}", report.sync_standbys.join(", "))
+    };
     let subtitle = run
         .map(|r| {
             format!(
-                "write gap {:.0} ms · recovered {:.0} ms after the event · {} lost acknowledged · {} failed writes · {}",
+                "{}{sync} · write gap {:.0} ms · recovered {:.0} ms after the event · {} lost acknowledged · {} failed writes · {}",
+                promoted.map(|p| format!("promoted {p} · ")).unwrap_or_default(),
                 r.write_gap_ms,
                 r.recovery_ms,
                 r.lost_acknowledged,
                 r.failed_writes,
-                if r.converged { "nodes converged" } else { "nodes NOT converged" }
+                if r.converged { "converged" } else { "NOT converged" }
             )
         })
         .unwrap_or_default();
     let root = root.margin(10, 0, 0, 0).titled(
         &format!(
-            "pgrepl drill: {} of {} (run {}, {} writers at {}/s)",
+            "pgrepl drill: {} of {}, {} (run {}, {} writers at {}/s)",
             report.event,
             primary.unwrap_or("?"),
+            mode_title(&report.replication),
             t.run,
             report.writers,
             report.rate
@@ -103,7 +111,7 @@ fn plot<DB: DrawingBackend>(
     sub.draw(&Text::new(
         subtitle,
         (70, 5),
-        (FAMILY, 17).into_font().color(&BLACK.mix(0.8)),
+        (FAMILY, 15).into_font().color(&BLACK.mix(0.8)),
     ))?;
     let (upper, lower) = body.split_vertically((body.dim_in_pixel().1 as f64 * 0.5) as u32);
 
@@ -112,7 +120,8 @@ fn plot<DB: DrawingBackend>(
     let bin_s = t.bin_ms / 1000.0;
 
     // Commits per bin.
-    let y_max = t.acks_per_bin.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.25;
+    // Headroom above the data for the legend (upper right), which then covers none of it.
+    let y_max = t.acks_per_bin.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.6;
     let mut c = panel(
         &upper,
         "Acknowledged commits per 100 ms",
@@ -138,7 +147,7 @@ fn plot<DB: DrawingBackend>(
         .map(|&(_, b)| b as f64 / 1024.0)
         .fold(0.0, f64::max)
         .max(1.0)
-        * 1.25;
+        * (1.4 + 0.12 * t.lag.len() as f64);
     let mut c = panel(
         &lower,
         "Replay lag of each standby behind the primary",
@@ -147,21 +156,52 @@ fn plot<DB: DrawingBackend>(
         lag_max,
     )?;
     outage_band(&mut c, event_s, resumed_s, lag_max)?;
+    let n = t.lag.len() as u32;
     for (i, (node, points)) in t.lag.iter().enumerate() {
         let color = LINES[i % LINES.len()];
+        // Lines that lie on each other (standbys equally caught up) stay visible: the first
+        // is drawn widest, each next one narrower on top of it, each with its own markers.
+        let width = 2 + 2 * (n - 1 - i as u32);
+        let shape = i % 3;
+        let mut points: Vec<(f64, u64)> = points.clone();
+        let promoted_here = promoted == Some(node.as_str());
+        if promoted_here {
+            // From its promotion on it is the primary: nothing to replay, lag 0 to the end.
+            // A point a bin, as sampled: `segments` breaks a line at a longer step.
+            let mut at = points
+                .last()
+                .map_or(t.event_end_ms, |p| p.0)
+                .max(t.event_ms);
+            while at + t.bin_ms <= x_max * 1000.0 {
+                at += t.bin_ms;
+                points.push((at, 0));
+            }
+        }
         // No line across the times a node could not be sampled (the primary down or frozen).
-        for (k, segment) in segments(points, t.bin_ms * 2.5).enumerate() {
+        for (k, segment) in segments(&points, t.bin_ms * 2.5).enumerate() {
+            let xy: Vec<(f64, f64)> = segment
+                .iter()
+                .map(|&(ms, b)| (ms / 1000.0, b as f64 / 1024.0))
+                .collect();
             let series = c.draw_series(LineSeries::new(
-                segment
-                    .iter()
-                    .map(|&(ms, b)| (ms / 1000.0, b as f64 / 1024.0)),
-                color.stroke_width(2),
+                xy.iter().copied(),
+                color.mix(0.85).stroke_width(width),
             ))?;
             if k == 0 {
-                series.label(node.as_str()).legend(move |(x, y)| {
+                let label = if promoted_here {
+                    format!("{node} (promoted: 0 as the primary)")
+                } else {
+                    node.clone()
+                };
+                series.label(label).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(3))
                 });
             }
+            c.draw_series(
+                xy.iter()
+                    .step_by(2)
+                    .map(|&p| marker(p, shape, color, 3 + width as i32 / 2)),
+            )?;
         }
     }
     markers(&mut c, report, primary, event_s, resumed_s, lag_max)?;
@@ -208,8 +248,33 @@ fn outage_band<'a, DB: DrawingBackend + 'a>(
     c.draw_series(std::iter::once(Rectangle::new(
         [(from, 0.0), (to, y_max)],
         EVENT.mix(0.08).filled(),
-    )))?;
+    )))?
+    .label("outage: no commit acknowledged")
+    .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], EVENT.mix(0.15).filled()));
     Ok(())
+}
+
+/// A point marker: circle, triangle or cross, so that lines on top of each other differ.
+fn marker<DB: DrawingBackend>(
+    p: (f64, f64),
+    shape: usize,
+    color: RGBColor,
+    size: i32,
+) -> DynElement<'static, DB, (f64, f64)> {
+    match shape {
+        0 => Circle::new(p, size, color.filled()).into_dyn(),
+        1 => TriangleMarker::new(p, size + 1, color.filled()).into_dyn(),
+        _ => Cross::new(p, size, color.stroke_width(2)).into_dyn(),
+    }
+}
+
+/// The mode in a title: `async`, `FIRST 1`, `ANY 1` (the names are in the subtitle).
+fn mode_title(mode: &str) -> String {
+    match mode.split_once(" (") {
+        Some((head, _)) => head.to_string(),
+        None if mode == "*" => "FIRST 1".to_string(),
+        None => mode.to_string(),
+    }
 }
 
 /// The event and the first acknowledged commit after it, as vertical lines.
@@ -257,6 +322,13 @@ fn segments(points: &[(f64, u64)], max_gap_ms: f64) -> impl Iterator<Item = &[(f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn titles_carry_the_mode() {
+        assert_eq!(mode_title("async"), "async");
+        assert_eq!(mode_title("FIRST 1 (\"sync2\", \"sync3\")"), "FIRST 1");
+        assert_eq!(mode_title("ANY 1 (*)"), "ANY 1");
+    }
 
     #[test]
     fn lag_lines_break_where_sampling_stopped() {

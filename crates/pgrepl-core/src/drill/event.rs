@@ -490,26 +490,37 @@ async fn sync_standbys(ctx: &Ctx<'_>) -> Result<Vec<String>> {
 async fn best_standby(cluster: &Cluster, primary: &str) -> Result<String> {
     let probes = topology::probe_all(cluster).await;
     let p = probes.iter().find(|p| p.name == primary);
-    let streaming: Vec<&str> = p
+    // Streaming standbys by application name, and whether commits wait for them.
+    let streaming: Vec<(&str, bool)> = p
         .map(|p| {
             p.downstreams
                 .iter()
                 .filter(|d| d.state.as_deref() == Some("streaming"))
-                .map(|d| d.application_name.as_str())
+                .map(|d| {
+                    let sync = matches!(d.sync_state.as_deref(), Some("sync" | "quorum"));
+                    (d.application_name.as_str(), sync)
+                })
                 .collect()
         })
         .unwrap_or_default();
+    // A synchronous standby first: it has every acknowledged commit, and the drill measures
+    // the switchover a planned change would make. Then the one that received the most WAL.
     cluster
         .spec
         .nodes
         .iter()
-        .filter(|n| streaming.contains(&n.application_name()))
         .filter_map(|n| {
+            let (_, sync) = streaming
+                .iter()
+                .find(|(app, _)| *app == n.application_name())?;
             let probe = probes.iter().find(|q| q.name == n.name)?;
-            Some((probe.position.as_ref()?.receive_lsn, n.name.clone()))
+            Some((
+                (*sync, probe.position.as_ref()?.receive_lsn),
+                n.name.clone(),
+            ))
         })
         .rev()
-        .max_by_key(|(lsn, _)| *lsn)
+        .max_by_key(|(key, _)| *key)
         .map(|(_, name)| name)
         .ok_or_else(|| {
             Error::Precondition(format!(

@@ -143,6 +143,12 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillReport {
     pub event: String,
+    /// The replication mode the drill ran under: `async`, or the synchronous_standby_names
+    /// setting (`FIRST 1 ("sync2", "sync3")`). Not `mode`: the matrix's report, which
+    /// flattens this one, has its own.
+    pub replication: String,
+    /// The nodes the setting names (every standby for `*`): commits waited for them.
+    pub sync_standbys: Vec<String>,
     pub writers: usize,
     pub rate: f64,
     pub runs: Vec<RunResult>,
@@ -178,22 +184,150 @@ pub async fn run(
 ) -> Result<DrillReport> {
     opts.validate()?;
     event.check(ops)?;
+    let found = Found::read(cluster).await?;
     let mut runs = Vec::new();
     let mut traces = Vec::new();
+    let mut failed = None;
     for i in 1..=opts.runs {
-        let (result, trace) = one_run(cluster, event, opts, ops, progress, i).await?;
-        progress.note(&result_line(&event, &result));
-        runs.push(result);
-        traces.push(trace);
+        match one_run(cluster, event, opts, ops, progress, i).await {
+            Ok((result, trace)) => {
+                progress.note(&result_line(&event, &result));
+                runs.push(result);
+                traces.push(trace);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
+    // Also after a failed run: the cluster goes back to its primary and sync setting.
+    let restored = found.restore(cluster, ops, progress).await;
+    if let Some(e) = failed {
+        if let Err(r) = restored {
+            progress.note(&r.to_string());
+        }
+        return Err(e);
+    }
+    progress.note(&restored?);
     Ok(DrillReport {
         event: event.name().to_string(),
+        replication: found
+            .sync
+            .as_ref()
+            .map_or("async".into(), |s| s.standby_names_setting()),
+        sync_standbys: found.sync_standbys(cluster),
         writers: opts.writers,
         rate: opts.rate,
         summary: Summary::of(&runs),
         runs,
         traces,
     })
+}
+
+/// The cluster as a drill found it: the primary and the `[sync]` intent.
+struct Found {
+    primary: String,
+    sync: Option<crate::spec::SyncSpec>,
+}
+
+impl Found {
+    fn sync_standbys(&self, cluster: &Cluster) -> Vec<String> {
+        let Some(s) = &self.sync else {
+            return Vec::new();
+        };
+        cluster
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.name != self.primary)
+            .filter(|n| {
+                s.standbys
+                    .iter()
+                    .any(|a| a == "*" || a == n.application_name())
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    async fn read(cluster: &Cluster) -> Result<Found> {
+        Ok(Found {
+            primary: topology::current_primary(cluster).await?,
+            sync: cluster.reloaded()?.spec.sync,
+        })
+    }
+
+    /// Puts the primary back (a switchover: an odd number of switchovers leaves another one)
+    /// and the sync setting; says what it did, or in one line why it could not.
+    async fn restore(
+        &self,
+        cluster: &Cluster,
+        ops: &Operations,
+        progress: &dyn Progress,
+    ) -> Result<String> {
+        let cannot = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Precondition(format!(
+                "the drill could not leave the cluster as it found it: {what} ({e})"
+            ))
+        };
+        let now = topology::current_primary(cluster)
+            .await
+            .map_err(|e| cannot(&format!("{} is not the primary again", self.primary), &e))?;
+        let mut done = Vec::new();
+        if now != self.primary {
+            progress.step(&format!(
+                "switching over from {now} back to {}, the primary the drill found",
+                self.primary
+            ));
+            let switchover = ops.switchover()?;
+            // A standby that a failed run left stopped or behind first streams again.
+            ready(cluster).await.map_err(|e| {
+                cannot(
+                    &format!(
+                        "{now} is the primary; `pgrepl switchover --to {}` puts {} back",
+                        self.primary, self.primary
+                    ),
+                    &e,
+                )
+            })?;
+            switchover(cluster, &self.primary, progress)
+                .await
+                .map_err(|e| {
+                    cannot(
+                        &format!(
+                            "{now} is the primary; `pgrepl switchover --to {}` puts {} back",
+                            self.primary, self.primary
+                        ),
+                        &e,
+                    )
+                })?;
+            done.push(format!("switched over back to {}", self.primary));
+        }
+        if cluster.reloaded()?.spec.sync != self.sync {
+            match &self.sync {
+                Some(s) => ops.sync_enable()?(cluster, s, progress).await,
+                None => ops.sync_disable()?(cluster, progress).await,
+            }
+            .map_err(|e| cannot("synchronous replication differs from before", &e))?;
+            done.push("synchronous replication set back".into());
+        }
+        let sync = match &self.sync {
+            Some(s) => format!(
+                "synchronous_standby_names = '{}'",
+                s.standby_names_setting()
+            ),
+            None => "asynchronous".into(),
+        };
+        Ok(format!(
+            "cluster left as the drill found it: primary {}, {sync}{}",
+            self.primary,
+            if done.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", done.join("; "))
+            }
+        ))
+    }
 }
 
 /// One line per run, for people.
@@ -259,16 +393,18 @@ fn lost_detail(lost: &[measure::LostWrite]) -> String {
     format!(" ({})", ids.join("; "))
 }
 
+/// A count and a range: the full list is in the JSON report.
 fn late_detail(late_ms: &[f64]) -> String {
-    if late_ms.is_empty() {
-        return String::new();
+    match Spread::of(late_ms) {
+        None => String::new(),
+        Some(s) if late_ms.len() == 1 => format!(", 1 late ack {:.1} ms after the event", s.min),
+        Some(s) => format!(
+            ", {} late acks {:.1}-{:.1} ms after the event",
+            late_ms.len(),
+            s.min,
+            s.max
+        ),
     }
-    let at: Vec<String> = late_ms.iter().map(|m| format!("{m:.1}")).collect();
-    format!(
-        ", {} late ack(s) {} ms after the event",
-        late_ms.len(),
-        at.join(", ")
-    )
 }
 
 /// Why writes may not have resumed: commits on the primary waiting for synchronous standbys

@@ -10,7 +10,7 @@ use crate::observe::topology;
 use crate::observe::twins::{self, WalSource};
 use crate::ops::{config, slots, standby, Outcome};
 use crate::postgres::queries;
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
 
 /// How long a repointed standby may take to stream from its new upstream.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +36,8 @@ pub async fn follow(
         &format!("point {node} at {upstream}"),
     )
     .await?;
+    figure(progress, "node", node);
+    figure(progress, "upstream", upstream);
     let previous = cluster.swap_spec(spec);
     let result = repoint(cluster, node, progress).await;
     cluster.settle_spec(previous, result)

@@ -12,18 +12,29 @@ use crate::observe::authority::{self, Facts};
 use crate::observe::topology::{self, Probe};
 use crate::ops::{config, slots, sync, wait, Outcome};
 use crate::postgres::queries;
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
 use crate::runtime::StopMode;
 use crate::spec::ClusterSpec;
 
 /// How long a promotion may take before we call it failed.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a promoting node is asked whether it is done: the promotion itself takes
+/// 20-50 ms, so a coarser poll would be a large part of the write gap.
+pub(crate) const HOT_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone)]
 pub struct Promoted {
     pub node: String,
     pub timeline: u32,
     pub took: Duration,
+}
+
+impl Promoted {
+    /// The figures every promoting command reports.
+    pub fn figures(&self, progress: &dyn Progress) {
+        figure(progress, "timeline", self.timeline);
+        figure(progress, "promote_ms", self.took.as_millis() as u64);
+    }
 }
 
 /// Promotes the standby behind `c` and returns once it accepts writes. pg_promote(wait =>
@@ -46,9 +57,10 @@ pub async fn promote_now(c: &Conn, node: &str) -> Result<Promoted> {
             return Err(e);
         }
     }
-    wait::until(
+    wait::until_every(
         &format!("{node} to finish its promotion"),
         PROMOTE_TIMEOUT,
+        HOT_POLL,
         || async {
             let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
             (!row.get::<_, bool>(0)).then_some(())
@@ -76,11 +88,26 @@ pub(crate) async fn record_primary(
     target: &str,
     op: &str,
 ) -> Result<Option<String>> {
+    save_primary(cluster, next, op)?;
+    apply_primary(cluster, target, op).await
+}
+
+/// The first half of `record_primary`: the cluster file.
+pub(crate) fn save_primary(cluster: &mut Cluster, next: ClusterSpec, op: &str) -> Result<()> {
     if next != cluster.spec {
         cluster.spec = next;
         cluster.save_spec()?;
     }
     crashpoint::reached(&format!("{op}: cluster file saved"));
+    Ok(())
+}
+
+/// The second half: the new primary's shared settings and `[sync]`.
+pub(crate) async fn apply_primary(
+    cluster: &Cluster,
+    target: &str,
+    op: &str,
+) -> Result<Option<String>> {
     config::apply_shared(cluster, target).await?;
     let line = match sync::apply_to_primary(cluster, target).await? {
         Some(setting) => Some(format!("{target}: synchronous_standby_names = '{setting}'")),
@@ -403,9 +430,14 @@ pub async fn promote(
         ));
     }
     let old_primaries: Vec<String> = others.iter().map(|p| p.name.clone()).collect();
+    figure(progress, "old_primary", cluster.spec.root().name.clone());
+    figure(progress, "new_primary", node);
     if fence_others {
         let names: Vec<&str> = old_primaries.iter().map(String::as_str).collect();
+        let t = Instant::now();
         fence(cluster, &names, progress).await?;
+        figure(progress, "fenced", &old_primaries);
+        figure(progress, "fence_ms", t.elapsed().as_millis() as u64);
         if !force {
             fenced_lose_nothing(cluster, node, &names).await?;
         }
@@ -414,6 +446,7 @@ pub async fn promote(
     progress.step(&format!("promoting {node}"));
     let c = cluster.connect(node).await?;
     let p = promote_now(&c, node).await?;
+    p.figures(progress);
     let mut lines = vec![format!(
         "{node} promoted: it is a primary on timeline {} (promotion took {:.3} s)",
         p.timeline,
@@ -425,6 +458,7 @@ pub async fn promote(
     lines.extend(record_primary(cluster, next, node, "promote").await?);
     lines.extend(slots::note(node, &slots::tidy(cluster, node).await));
     if !fence_others && !old_primaries.is_empty() {
+        figure(progress, "split_brain_with", &old_primaries);
         lines.push(format!(
             "WARNING: split brain: {} still accepts writes as a primary; rejoin it with `pgrepl rejoin {} --upstream {node}` (its writes since the promotion will be discarded)",
             old_primaries.join(" and "),

@@ -24,7 +24,7 @@ use crate::postgres::conn::Conn;
 use crate::postgres::queries::Position;
 use crate::postgres::timeline::{self, Lineage, TimelinePath};
 use crate::postgres::{queries, Lsn};
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
 use crate::runtime::StopMode;
 use crate::secrets::SUPERUSER;
 use crate::spec::NodeSpec;
@@ -53,6 +53,15 @@ impl Discarded {
     /// Whether it is known that nothing was written past the fork point.
     pub fn known_empty(&self) -> bool {
         self.transactions.is_some() && self.bytes() == Some(0)
+    }
+
+    /// For `--json`: the bytes always (both ends are known), the transactions and row changes
+    /// when pg_waldump could read the WAL (else null).
+    pub fn figures(&self, progress: &dyn Progress) {
+        figure(progress, "discarded_wal_bytes", self.bytes());
+        figure(progress, "fork_lsn", self.fork.to_string());
+        figure(progress, "discarded_transactions", self.transactions);
+        figure(progress, "discarded_row_changes", self.row_changes);
     }
 
     pub fn describe(&self) -> String {
@@ -164,6 +173,9 @@ pub async fn rejoin(
             "{node} has no data directory: re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`"
         )));
     }
+    figure(progress, "node", node);
+    figure(progress, "upstream", upstream);
+    figure(progress, "timeline", history.tli());
     let previous = cluster.swap_spec(next);
     let result = rejoin_inner(cluster, node, &history, reclone, &journal, progress).await;
     let outcome = cluster.settle_spec(previous, result)?;
@@ -299,6 +311,8 @@ async fn rejoin_inner(
             let diverged = end.and_then(|e| lineage::cannot_follow(node, history, &e));
             if diverged.is_none() {
                 // Not diverged: a repoint is all it takes (and "already" when it streams).
+                figure(progress, "method", "repoint");
+                figure(progress, "discarded_wal_bytes", 0);
                 return match follow::repoint(cluster, node, progress).await? {
                     Outcome::AlreadyDone(_) => Ok(Outcome::AlreadyDone(format!(
                         "{node} is already a standby streaming from {upstream}: nothing to do"
@@ -317,6 +331,7 @@ async fn rejoin_inner(
     }
 
     if reclone {
+        figure(progress, "method", "reclone");
         return reclone_node(cluster, node, progress).await;
     }
 
@@ -377,6 +392,8 @@ async fn rejoin_inner(
         Lineage::Ahead | Lineage::Unrelated => unreachable!("refused above"),
         Lineage::Follows { .. } if clean => {
             // Its WAL stops at or before the fork point: it can stream as it is.
+            figure(progress, "method", "none");
+            figure(progress, "discarded_wal_bytes", 0);
             return finish(
                 cluster,
                 &spec,
@@ -404,6 +421,10 @@ async fn rejoin_inner(
         // (crash recovery) and then follows the new timeline.
         let nothing_past = discarded.as_ref().is_none_or(Discarded::known_empty);
         if nothing_past {
+            figure(progress, "method", "crash recovery");
+            if let Some(d) = &discarded {
+                d.figures(progress);
+            }
             let what = discarded.map(|d| d.describe());
             return finish(
                 cluster,
@@ -429,13 +450,17 @@ async fn rejoin_inner(
         .what(|| format!("cannot checkpoint {upstream}"))?;
     crashpoint::reached("rejoin: checkpoint on the upstream");
 
+    let t = Instant::now();
     let report = rewind(cluster, node, upstream, journal, progress).await?;
+    figure(progress, "method", "pg_rewind");
+    figure(progress, "rewind_ms", t.elapsed().as_millis() as u64);
     crashpoint::reached("rejoin: rewound");
     let mut what = vec![report.summary()];
     if let Some(mut d) = discarded {
         if let Some(f) = report.diverged_at {
             d.fork = f;
         }
+        d.figures(progress);
         what.push(d.describe());
     }
     finish(cluster, &spec, Some(what.join("; ")), None, progress).await

@@ -16,14 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
 use crate::crashpoint;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::observe::authority;
 use crate::observe::lineage;
 use crate::observe::topology::{self, Probe};
 use crate::ops::{follow, journal, promote, slots, sync, wait, Outcome};
+use crate::postgres::conn::{Conn, SLOW_BOUND};
 use crate::postgres::timeline::{self, Lineage};
 use crate::postgres::Lsn;
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
 use crate::runtime::StopMode;
 
 /// How long the target may take to replay the old primary's last WAL.
@@ -76,6 +77,9 @@ pub async fn switchover(
                     "{target} is already the primary: nothing to do"
                 )));
             }
+            figure(progress, "old_primary", &old);
+            figure(progress, "new_primary", target);
+            figure(progress, "completed_interrupted", true);
             let first = format!(
                 "{target} is already the primary: completing the interrupted switchover{}",
                 old.as_ref()
@@ -94,7 +98,10 @@ pub async fn switchover(
             from_the_start(cluster, &old, target, &probes, started, progress).await
         }
         [] => match journal {
-            Some(j) => resume_stopped(cluster, &j.old, target, progress).await,
+            Some(j) => {
+                figure(progress, "completed_interrupted", true);
+                resume_stopped(cluster, &j.old, target, progress).await
+            }
             None => Err(Error::Precondition(format!(
                 "there is no running primary to switch over from: for an unplanned change use `pgrepl failover --to {target}`"
             ))),
@@ -140,6 +147,19 @@ async fn from_the_start(
     if !old_server.is_running().await {
         return Err(Error::Precondition(format!("{old} stopped meanwhile")));
     }
+    // A checkpoint while the old primary still takes writes leaves its shutdown checkpoint
+    // next to nothing to flush, and that one runs while writes are refused.
+    progress.step(&format!("checkpoint on {old} (writes go on)"));
+    let t = Instant::now();
+    cluster
+        .connect(old)
+        .await?
+        .batch_execute_within("CHECKPOINT", SLOW_BOUND)
+        .await
+        .what(|| format!("cannot checkpoint {old}"))?;
+    figure(progress, "checkpoint_ms", t.elapsed().as_millis() as u64);
+    // Connected while writes still go on: the gap has no room for a handshake.
+    let tc = cluster.connect(target).await?;
 
     journal::write(
         cluster,
@@ -160,7 +180,7 @@ async fn from_the_start(
         stop: stop_asked.elapsed(),
     };
     crashpoint::reached("switchover: old primary stopped");
-    take_over(cluster, old, target, Some(timings), progress).await
+    take_over(cluster, old, target, Some(timings), Some(tc), progress).await
 }
 
 /// An interrupted switchover found no primary answering: the old primary was stopped (or is
@@ -204,7 +224,7 @@ async fn resume_stopped(
         )
         .await;
     }
-    take_over(cluster, old, target, None, progress).await
+    take_over(cluster, old, target, None, None, progress).await
 }
 
 /// A fast shutdown of `old`, bounded.
@@ -224,6 +244,7 @@ async fn take_over(
     old: &str,
     target: &str,
     timings: Option<Timings>,
+    tc: Option<Conn>,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let control = cluster.server(old)?.controldata().await?;
@@ -247,15 +268,21 @@ async fn take_over(
     ));
     // Nothing is promoted yet: a target that dies, freezes or stops answering now gives the
     // old primary its role back at once, not after the catch-up timeout.
-    let tc = match cluster.connect(target).await {
-        Ok(c) => c,
-        Err(e) => return roll_back(cluster, old, target, &e.to_string()).await,
+    let tc = match tc {
+        Some(c) => c,
+        None => match cluster.connect(target).await {
+            Ok(c) => c,
+            Err(e) => return roll_back(cluster, old, target, &e.to_string()).await,
+        },
     };
     let target_server = cluster.server(target)?;
     let t1 = Instant::now();
-    let caught_up = wait::until(
+    // The walsenders sent the shutdown checkpoint before the old primary exited: replay is
+    // usually done by now, and otherwise a few milliseconds away.
+    let caught_up = wait::until_every(
         &format!("{target} to replay {old}'s shutdown checkpoint at {ckpt}"),
         CATCH_UP_TIMEOUT,
+        Duration::from_millis(2),
         || async {
             let row = match tc
                 .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
@@ -264,12 +291,16 @@ async fn take_over(
                 Ok(row) => row,
                 Err(e) => return Some(Err(format!("{target} stopped answering: {e}"))),
             };
+            let replayed: Option<Lsn> =
+                row.get::<_, Option<String>>(0).and_then(|r| r.parse().ok());
+            // Replay positions are record ends: past the checkpoint's start means replayed.
+            if replayed.is_some_and(|r| r > ckpt) {
+                return Some(Ok(()));
+            }
             if !target_server.is_running().await {
                 return Some(Err(format!("{target} stopped")));
             }
-            let replayed: Lsn = row.get::<_, Option<String>>(0)?.parse().ok()?;
-            // Replay positions are record ends: past the checkpoint's start means replayed.
-            (replayed > ckpt).then_some(Ok(()))
+            None
         },
     )
     .await;
@@ -282,6 +313,18 @@ async fn take_over(
     crashpoint::reached("switchover: target caught up");
     progress.step(&format!("promoting {target}"));
     let promoted = promote::promote_now(&tc, target).await?;
+    promoted.figures(progress);
+    figure(progress, "old_primary", old);
+    figure(progress, "new_primary", target);
+    figure(progress, "catch_up_ms", catch_up.as_millis() as u64);
+    if let Some(t) = &timings {
+        figure(progress, "stop_ms", t.stop.as_millis() as u64);
+        figure(
+            progress,
+            "writes_unavailable_ms",
+            t.stop_asked.elapsed().as_millis() as u64,
+        );
+    }
     crashpoint::reached("switchover: promoted");
     let first = match &timings {
         Some(t) => format!(
@@ -361,7 +404,7 @@ async fn finish(
             next.set_upstream(&p.name, target, None)?;
         }
     }
-    lines.extend(promote::record_primary(cluster, next, target, "switchover").await?);
+    promote::save_primary(cluster, next, "switchover")?;
 
     progress.step(&format!(
         "{}repointing the standbys to {target}",
@@ -387,7 +430,11 @@ async fn finish(
             .iter()
             .map(|o| follow::repoint(cluster_ref, o, progress)),
     );
-    let (demoted, repointed) = futures::join!(demote, repoints);
+    // The new primary's settings at the same time: under synchronous replication commits
+    // wait until a synchronous standby streams from it, so the repoints are in the write gap.
+    let settings = promote::apply_primary(cluster_ref, target, "switchover");
+    let (settings, demoted, repointed) = futures::join!(settings, demote, repoints);
+    lines.extend(settings?);
     if let (Some(o), Some(d)) = (old, demoted) {
         match d {
             Ok(Outcome::AlreadyDone(_)) => {}

@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::observe::authority::{self, Facts};
 use crate::observe::topology::{self, Probe};
 use crate::ops::{follow, journal, promote, slots, sync, Outcome};
-use crate::progress::Progress;
+use crate::progress::{figure, Progress};
+use std::time::Instant;
 
 const JOURNAL: &str = "failover";
 
@@ -147,10 +148,13 @@ async fn complete(
         ));
     }
     let followers = followers_of(cluster, probes, old, target);
+    figure(progress, "old_primary", old);
+    figure(progress, "new_primary", target);
+    figure(progress, "completed_interrupted", true);
     let mut lines = vec![format!(
         "{target} is the running primary but the failover that made it so was not finished (interrupted, or a promotion outside pgrepl): completing it"
     )];
-    lines.extend(finish(cluster, old, target, &followers, progress).await?);
+    lines.extend(finish(cluster, old, target, &followers, probes, progress).await?);
     Ok(Outcome::Done(lines.join("\n")))
 }
 
@@ -379,15 +383,25 @@ async fn promote_best(
         })
         .map(|p| p.name.as_str())
         .collect();
+    figure(progress, "old_primary", &old);
+    figure(progress, "fenced", &fence);
     if fence.is_empty() {
         lines.push(format!("the old primary {old} is down"));
     } else {
+        let t = Instant::now();
         promote::fence(cluster, &fence, progress).await?;
+        figure(progress, "fence_ms", t.elapsed().as_millis() as u64);
         crashpoint::reached("failover: fenced");
     }
 
-    // Positions once nothing more can arrive.
-    let probes = topology::probe_all(cluster).await;
+    // Positions once nothing more can arrive. With nothing fenced, no primary ran when the
+    // nodes were probed (one that stopped cannot start again under our lock), so those
+    // positions already are final: a second probe would only lengthen the write gap.
+    let probes = if fence.is_empty() {
+        probes.to_vec()
+    } else {
+        topology::probe_all(cluster).await
+    };
     let after = candidates(&probes, &sync);
     let decision = decide(to, journal.as_ref(), &after, sync.required, force)?;
     let target = decision.node.clone();
@@ -404,6 +418,8 @@ async fn promote_best(
         force,
     )
     .await?;
+    figure(progress, "new_primary", &target);
+    figure(progress, "reason", &decision.reason);
     lines.push(format!("promoting {target}: {}", decision.reason));
     progress.note(&lines.join("\n"));
     lines.clear();
@@ -420,6 +436,7 @@ async fn promote_best(
     progress.step(&format!("promoting {target}"));
     let tc = cluster.connect(&target).await?;
     let promoted = promote::promote_now(&tc, &target).await?;
+    promoted.figures(progress);
     crashpoint::reached("failover: promoted");
     lines.push(format!(
         "{target} promoted: primary on timeline {} (promotion took {:.3} s)",
@@ -428,7 +445,7 @@ async fn promote_best(
     ));
     let mut followers = followers;
     followers.retain(|f| *f != target);
-    lines.extend(finish(cluster, &old, &target, &followers, progress).await?);
+    lines.extend(finish(cluster, &old, &target, &followers, &probes, progress).await?);
     Ok(Outcome::Done(lines.join("\n")))
 }
 
@@ -440,6 +457,7 @@ async fn finish(
     old: &str,
     target: &str,
     followers: &[String],
+    probes: &[Probe],
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
     let mut lines = Vec::new();
@@ -448,29 +466,37 @@ async fn finish(
     for f in followers {
         next.set_upstream(f, target, None)?;
     }
-    lines.extend(promote::record_primary(cluster, next, target, "failover").await?);
+    promote::save_primary(cluster, next, "failover")?;
 
-    // Every running standby the file now puts under the new primary.
-    let probes = topology::probe_all(cluster).await;
-    let standbys: Vec<String> = cluster
+    // Every running standby the file now puts under the new primary (as probed before the
+    // promotion, which changed no other node: probing again would only add to the gap).
+    let cluster_ref: &Cluster = cluster;
+    let standbys: Vec<String> = cluster_ref
         .spec
         .downstream_of(target)
         .map(|n| n.name.clone())
         .filter(|n| probes.iter().any(|p| &p.name == n && p.is_standby()))
         .collect();
-    let cluster_ref: &Cluster = cluster;
-    let results = join_all(
+    // The new primary's settings and the repoints at once: under synchronous replication
+    // commits wait until a synchronous standby streams from the new primary, so the repoints
+    // are part of the write gap.
+    let t = Instant::now();
+    let settings = promote::apply_primary(cluster_ref, target, "failover");
+    let repoints = join_all(
         standbys
             .iter()
             .map(|o| follow::repoint(cluster_ref, o, progress)),
-    )
-    .await;
+    );
+    let (settings, results) = futures::join!(settings, repoints);
+    lines.extend(settings?);
     for (o, r) in standbys.iter().zip(results) {
         match r {
             Ok(outcome) => lines.push(outcome.message().to_string()),
             Err(e) => lines.push(format!("WARNING: {o} could not follow {target}: {e}")),
         }
     }
+    figure(progress, "repointed", &standbys);
+    figure(progress, "repoint_ms", t.elapsed().as_millis() as u64);
     crashpoint::reached("failover: standbys repointed");
     lines.extend(slots::note(target, &slots::tidy(cluster, target).await));
     if let Some(w) = sync::blocked_commits_warning(cluster, target).await {
