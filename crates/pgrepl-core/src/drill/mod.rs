@@ -280,8 +280,7 @@ impl Found {
                 self.primary
             ));
             let switchover = ops.switchover()?;
-            // A standby that a failed run left stopped or behind first streams again.
-            ready(cluster).await.map_err(|e| {
+            let back = |e| {
                 cannot(
                     &format!(
                         "{now} is the primary; `pgrepl switchover --to {}` puts {} back",
@@ -289,18 +288,12 @@ impl Found {
                     ),
                     &e,
                 )
-            })?;
+            };
+            // A standby that a failed run left stopped or behind first streams again.
+            ready(cluster).await.map_err(back)?;
             switchover(cluster, &self.primary, progress)
                 .await
-                .map_err(|e| {
-                    cannot(
-                        &format!(
-                            "{now} is the primary; `pgrepl switchover --to {}` puts {} back",
-                            self.primary, self.primary
-                        ),
-                        &e,
-                    )
-                })?;
+                .map_err(back)?;
             done.push(format!("switched over back to {}", self.primary));
         }
         if cluster.reloaded()?.spec.sync != self.sync {

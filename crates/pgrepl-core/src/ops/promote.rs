@@ -237,6 +237,21 @@ pub(crate) async fn holding_commits<'a>(
     out
 }
 
+/// A standby's facts with its end at what it has received, not only replayed: a promotion
+/// replays all it received before it completes.
+fn holdings(probes: &[Probe], facts: &[Facts], node: &str) -> Facts {
+    let received = probes
+        .iter()
+        .find(|p| p.name == node)
+        .and_then(|p| p.position.as_ref())
+        .and_then(|p| p.receive_lsn);
+    let mine = facts.iter().find(|f| f.name == node).expect("probed");
+    Facts {
+        end: mine.end.max(received),
+        ..mine.clone()
+    }
+}
+
 /// How long a standby may take to receive what a fenced primary sent before it stopped.
 const FENCED_CATCH_UP: Duration = Duration::from_secs(3);
 
@@ -249,14 +264,7 @@ async fn fenced_lose_nothing(cluster: &Cluster, node: &str, fenced: &[&str]) -> 
     loop {
         let probes = topology::probe_all(cluster).await;
         let facts = authority::of_probes(cluster, &probes);
-        let me = probes.iter().find(|p| p.name == node).expect("probed");
-        let mine = facts.iter().find(|f| f.name == node).expect("probed");
-        let holds = Facts {
-            end: mine
-                .end
-                .max(me.position.as_ref().and_then(|p| p.receive_lsn)),
-            ..mine.clone()
-        };
+        let holds = holdings(&probes, &facts, node);
         let stopped: Vec<Facts> = facts
             .iter()
             .filter(|f| fenced.contains(&f.name.as_str()) && !f.running)
@@ -405,12 +413,7 @@ pub async fn promote(
     }
     // What it has received counts: it is replayed before the promotion completes. The old
     // primaries, fenced or not, are not compared: they are being replaced on purpose.
-    let holds = Facts {
-        end: mine
-            .end
-            .max(me.position.as_ref().and_then(|p| p.receive_lsn)),
-        ..mine.clone()
-    };
+    let holds = holdings(&probes, &facts, node);
     let compared: Vec<Facts> = facts
         .iter()
         .filter(|f| !others.iter().any(|o| o.name == f.name))
