@@ -271,6 +271,14 @@ fn restarted_monitor_causes_no_failover_and_a_second_is_refused() {
     assert_eq!(c.writable_nodes(), ["pg0"], "{}", m2.output());
     assert!(!has_event(&c, "decided", "promote"), "{}", m2.output());
     assert!(has_event(&c, "observed", "monitor_stopped"));
+
+    // A standby stopped by hand stays stopped; `down` is refused while the monitor runs.
+    c.ok(&["stop", "pg2"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(c.node_status("pg2")["state"], "stopped", "{}", m2.output());
+    let e = c.fails(&["down"]);
+    assert!(e.contains("a monitor runs") && e.contains("kill"), "{e}");
+    assert_eq!(c.writable_nodes(), ["pg0"]);
 }
 
 /// A primary partitioned from everyone (netns): only the timeout can tell, and then the

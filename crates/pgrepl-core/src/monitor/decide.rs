@@ -650,6 +650,17 @@ impl<'a> Tick<'a> {
     /// still the newest (crash recovery loses nothing). Only when every node is down or a
     /// standby, so that it cannot make a second primary.
     fn restart_old_primary(&mut self, state: &mut MonitorState) {
+        // Every node stopped cleanly: someone took the cluster down (`pgrepl down`), and a
+        // monitor does not undo that.
+        if self.obs.nodes.iter().all(|n| n.is_gone()) && self.facts.iter().all(|f| f.end.is_some())
+        {
+            self.note(
+                "all_stopped",
+                None,
+                "every node was stopped cleanly: the monitor leaves the cluster down (`pgrepl up` starts it)".into(),
+            );
+            return;
+        }
         let startable: Vec<&Facts> = self
             .facts
             .iter()
@@ -827,7 +838,17 @@ impl<'a> Tick<'a> {
         for n in nodes {
             let name = n.name.clone();
             if n.answers_as(Role::Standby) {
-                if n.streams() {
+                // Streaming, but not from the upstream the cluster file names while that one
+                // could feed it: left behind on an old primary that was rejoined, or on a
+                // node a repoint missed. Under synchronous replication the primary would wait
+                // for it forever.
+                let astray = self
+                    .intent
+                    .node(&name)
+                    .and_then(|i| i.upstream.as_deref())
+                    .filter(|u| !n.streams_from(u) && self.healthy_upstream(u, &p.name))
+                    .map(str::to_string);
+                if n.streams() && astray.is_none() {
                     state.not_streaming_since.remove(&name);
                     state.retries.remove(&format!("standby:{name}"));
                     continue;
@@ -847,24 +868,39 @@ impl<'a> Tick<'a> {
                     ),
                     _ => false,
                 };
-                let action = if diverged {
-                    Action::Rejoin {
-                        node: name.clone(),
-                        upstream: p.name.clone(),
-                    }
-                } else {
-                    self.restart_or_repoint(n, p)
+                let (action, why) = match (&astray, n.streams()) {
+                    (Some(u), true) => (
+                        Action::Repoint {
+                            node: name.clone(),
+                            upstream: u.clone(),
+                        },
+                        format!(
+                            "{name} has streamed from {} for {} ms, not from {u} as the cluster file says",
+                            n.receiver
+                                .as_ref()
+                                .and_then(|r| r.upstream.as_deref())
+                                .unwrap_or("another node"),
+                            self.now - since
+                        ),
+                    ),
+                    _ if diverged => (
+                        Action::Rejoin {
+                            node: name.clone(),
+                            upstream: p.name.clone(),
+                        },
+                        format!("{name} has not streamed for {} ms", self.now - since),
+                    ),
+                    _ => (
+                        self.restart_or_repoint(n, p),
+                        format!("{name} has not streamed for {} ms", self.now - since),
+                    ),
                 };
                 if self.may_try(state, &format!("standby:{name}")) {
                     self.log(Event::decided(
                         self.now,
                         action.code(),
                         Some(&name),
-                        format!(
-                            "{name} has not streamed for {} ms: {}",
-                            self.now - since,
-                            action.describe()
-                        ),
+                        format!("{why}: {}", action.describe()),
                     ));
                     self.actions.push(action);
                 }
@@ -877,39 +913,47 @@ impl<'a> Tick<'a> {
                     .collect();
                 let upstream = self.intent.node(&name).and_then(|i| i.upstream.clone());
                 let f = n.facts();
-                let (action, why) =
-                    match authority::start_as(&f, &p.name, upstream.as_deref(), &others) {
-                        StartAs::Standby { .. } if n.standby_signal && f.end.is_none() => (
-                            self.restart_or_rejoin(n, p),
-                            "it is down after a crash".to_string(),
-                        ),
-                        StartAs::Standby { .. } if n.standby_signal => {
-                            (self.restart_or_repoint(n, p), "it is down".to_string())
-                        }
-                        StartAs::Standby { note } => (
-                            Action::Repoint {
-                                node: name.clone(),
-                                upstream: p.name.clone(),
-                            },
-                            note.unwrap_or_else(|| {
-                                "it is down, and its data can still follow".into()
-                            }),
-                        ),
-                        StartAs::Refuse(why) => (
-                            Action::Rejoin {
-                                node: name.clone(),
-                                upstream: p.name.clone(),
-                            },
-                            why,
-                        ),
-                        StartAs::Primary { .. } => (
-                            Action::Rejoin {
-                                node: name.clone(),
-                                upstream: p.name.clone(),
-                            },
-                            format!("{} is the primary", p.name),
-                        ),
-                    };
+                let (action, why) = match authority::start_as(
+                    &f,
+                    &p.name,
+                    upstream.as_deref(),
+                    &others,
+                ) {
+                    StartAs::Standby { .. } if n.standby_signal && f.end.is_none() => (
+                        self.restart_or_rejoin(n, p),
+                        "it is down after a crash".to_string(),
+                    ),
+                    StartAs::Standby { .. } if n.standby_signal => {
+                        // Stopped cleanly: someone stopped it (`pgrepl stop`), on purpose.
+                        self.note(
+                                &format!("stopped:{name}"),
+                                Some(&name),
+                                format!("{name} was stopped cleanly: the monitor leaves it stopped (`pgrepl start {name}` starts it)"),
+                            );
+                        continue;
+                    }
+                    StartAs::Standby { note } => (
+                        Action::Repoint {
+                            node: name.clone(),
+                            upstream: p.name.clone(),
+                        },
+                        note.unwrap_or_else(|| "it is down, and its data can still follow".into()),
+                    ),
+                    StartAs::Refuse(why) => (
+                        Action::Rejoin {
+                            node: name.clone(),
+                            upstream: p.name.clone(),
+                        },
+                        why,
+                    ),
+                    StartAs::Primary { .. } => (
+                        Action::Rejoin {
+                            node: name.clone(),
+                            upstream: p.name.clone(),
+                        },
+                        format!("{} is the primary", p.name),
+                    ),
+                };
                 if self.may_try(state, &format!("standby:{name}")) {
                     self.log(Event::decided(
                         self.now,

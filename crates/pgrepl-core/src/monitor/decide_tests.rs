@@ -1002,3 +1002,58 @@ fn a_failover_while_sync_is_degraded_keeps_the_commits_confirmed_before() {
     let o = primary_died(200, orphans([Some(1001), None, None]));
     assert_eq!(promoted(&acts(&i, &mut st, &o)), Some("pg1"));
 }
+
+/// A standby left streaming from the wrong node (a rejoined old primary, a repoint that
+/// missed it) is pointed back at its upstream once the grace has passed; under synchronous
+/// replication the primary would otherwise wait for it forever.
+#[test]
+fn a_standby_streaming_from_the_wrong_node_is_repointed_after_the_grace() {
+    let i = intent(None);
+    let mut st = MonitorState::default();
+    let astray = |at| {
+        let mut o = fix_names(healthy(at));
+        o.nodes[2] = standby("pg2", "pg1", 1000, 10);
+        o
+    };
+    let a = acts(&i, &mut st, &astray(0));
+    assert!(only_actions(&a).is_empty(), "{a:?}");
+    let a = acts(&i, &mut st, &astray(3_500));
+    assert!(
+        only_actions(&a).contains(&&Action::Repoint {
+            node: "pg2".into(),
+            upstream: "pg0".into()
+        }),
+        "{a:?}"
+    );
+}
+
+/// Nodes stopped cleanly were stopped on purpose (`pgrepl stop`, `pgrepl down`): the
+/// monitor leaves them down.
+#[test]
+fn cleanly_stopped_nodes_are_left_stopped() {
+    let i = intent(None);
+    let mut st = MonitorState::default();
+    acts(&i, &mut st, &fix_names(healthy(0)));
+    let mut o = fix_names(healthy(100));
+    o.nodes[2] = gone("pg2", tl(1, ""), Some(900), true);
+    for at in [100, 5_000, 20_000] {
+        o.at_ms = at;
+        let a = acts(&i, &mut st, &o);
+        assert!(only_actions(&a).is_empty(), "{a:?}");
+    }
+    let down = obs(
+        30_000,
+        vec![
+            gone("pg0", tl(1, ""), Some(1000), false),
+            gone("pg1", tl(1, ""), Some(1000), true),
+            gone("pg2", tl(1, ""), Some(900), true),
+            gone("pg3", tl(1, ""), Some(1000), true),
+        ],
+    );
+    for at in [30_000, 40_000, 90_000] {
+        let mut d = down.clone();
+        d.at_ms = at;
+        let a = acts(&i, &mut st, &d);
+        assert!(only_actions(&a).is_empty(), "{a:?}");
+    }
+}

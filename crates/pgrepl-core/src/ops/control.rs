@@ -63,6 +63,13 @@ pub async fn kill(cluster: &Cluster, node: &str) -> Result<Outcome> {
 /// Stops every running node, in parallel, then removes what the runtime made for them
 /// (`purge`: for good, the data goes too).
 pub async fn down(cluster: &Cluster, purge: bool, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+    // A monitor would take stopped nodes for failed ones, and write into a purged directory.
+    if let Some(pid) = crate::monitor::run::running(&cluster.dir) {
+        return Err(Error::Precondition(format!(
+            "a monitor runs for cluster '{}' (pid {pid}): stop it first (Ctrl-C in its terminal, or `kill {pid}`), then run down again",
+            cluster.name()
+        )));
+    }
     let names: Vec<String> = cluster.spec.nodes.iter().map(|n| n.name.clone()).collect();
     refuse_frozen(cluster, &names).await?;
     let mut outcomes = try_join_all(
