@@ -545,3 +545,36 @@ fn netns_primary_partitioned_from_the_monitor_only_is_no_failover() {
     c.ok(&["net", "heal", "pg0"]);
     assert_eq!(c.writable_nodes(), ["pg0"]);
 }
+
+/// Five kills of whichever node is the primary, under FIRST 1: each time exactly one node
+/// takes writes, every acknowledged row is on it, and the killed node comes back as a
+/// standby before the next kill.
+#[test]
+fn five_kills_under_first_1_lose_no_acknowledged_write() {
+    let c = sync_cluster(Pg::V18);
+    let m = Monitor::start(&c, &["--failover-timeout", "1500ms"]);
+    let mut acked = Vec::new();
+    let mut primary = "pg0".to_string();
+    for run in 0..5i64 {
+        acked.extend(c.insert_acked("t", 1 + run * 1000, 100));
+        c.ok(&["kill", &primary]);
+        let old = primary.clone();
+        primary = wait_for("a new writable primary", Duration::from_secs(20), || {
+            let w = c.writable_nodes();
+            (w.len() == 1 && w[0] != old).then(|| w[0].clone())
+        });
+        assert_eq!(
+            c.assert_one_primary_holding("t", &acked),
+            primary,
+            "run {run}:\n{}",
+            m.output()
+        );
+        if c.node_status(&old)["state"] == "stopped" {
+            let _ = c.run(&["start", &old]);
+        }
+        for n in ["pg0", "pg1", "pg2"].iter().filter(|n| **n != primary) {
+            wait_streaming_standby(&c, n, Duration::from_secs(60));
+        }
+    }
+    assert_eq!(c.writable_nodes(), [primary]);
+}
