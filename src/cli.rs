@@ -221,7 +221,7 @@ pub struct EventsArgs {
     #[arg(long)]
     pub json: bool,
     /// Only the last N events.
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(short = 'n', long, value_name = "N", value_parser = at_least_one)]
     pub last: Option<usize>,
 }
 
@@ -772,7 +772,8 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 /// An interval between repetitions: zero would spin.
 fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}: give a duration such as 500ms, 2s or 1m"))?;
     if d.is_zero() {
         return Err("it must be longer than zero (e.g. 1s)".into());
     }
