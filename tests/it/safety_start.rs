@@ -35,10 +35,17 @@ pg_test!(a_crashed_old_primary_never_starts_as_a_primary, |pg: Pg| {
     let e = c.fails(&["start", "pg0"]);
     assert!(e.contains("pgrepl rejoin pg0 --upstream pg1"), "{e}");
     assert_only_writable(&c, "pg1");
-    // `up` brings up what it can and refuses pg0 the same way.
+    // `up` brings up what it can (pg2, stopped meanwhile) and refuses pg0 the same way.
+    c.ok(&["stop", "pg2"]);
     let out = c.run(&["up"]);
     assert!(!out.status.success(), "up must not report success");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pg0: ") && err.contains("pgrepl rejoin pg0"),
+        "{err}"
+    );
     assert_only_writable(&c, "pg1");
+    assert_eq!(c.node_status("pg2")["streaming"], true, "{err}");
     assert_eq!(c.sql("pg1", "SELECT count(*) FROM acked"), "60");
 
     // The way out it names works.

@@ -1,9 +1,9 @@
 //! `pgrepl up`: the lab's Quick Start in one command.
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 
 use crate::cluster::Cluster;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::{primary, standby, Outcome};
 use crate::progress::Progress;
 
@@ -29,17 +29,33 @@ pub async fn up(cluster: &Cluster, progress: &dyn Progress) -> Result<Vec<Step>>
         outcome: primary::init(cluster, root, progress).await?,
     }];
     crate::crashpoint::reached("up: primary ready");
+    // A standby that cannot come up (the start guard refuses it, say) stops neither the
+    // clones under way nor the other standbys: each is brought up as far as it can be, and
+    // the failures are reported together.
+    let mut failed = Vec::new();
     for wave in cluster.spec.clone_waves() {
-        let results = try_join_all(
+        let results = join_all(
             wave.iter()
                 .map(|n| standby::clone(cluster, &n.name, progress)),
         )
-        .await?;
-        steps.extend(wave.iter().zip(results).map(|(n, outcome)| Step {
-            node: Some(n.name.clone()),
-            outcome,
-        }));
+        .await;
+        for (n, r) in wave.iter().zip(results) {
+            match r {
+                Ok(outcome) => steps.push(Step {
+                    node: Some(n.name.clone()),
+                    outcome,
+                }),
+                Err(e) => failed.push(format!("{}: {e}", n.name)),
+            }
+        }
         crate::crashpoint::reached("up: standbys streaming");
+    }
+    if !failed.is_empty() {
+        let up: Vec<&str> = steps.iter().filter_map(|s| s.node.as_deref()).collect();
+        return Err(Error::Command {
+            what: "up".into(),
+            detail: format!("{} (up and running: {})", failed.join("; "), up.join(", ")),
+        });
     }
     if let Some(setting) = crate::ops::sync::apply_to_primary(cluster, root).await? {
         steps.push(Step {
