@@ -46,7 +46,7 @@ impl Started {
                 let mut s = if *streaming {
                     format!("{node} started and streaming")
                 } else {
-                    format!("{node} started as a standby, but is not streaming yet (its upstream may be down)")
+                    format!("{node} started as a standby, but is not streaming yet")
                 };
                 if let Some(n) = note {
                     s += &format!("\n{n}");
@@ -167,7 +167,41 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
             ),
         });
     }
+    let note = match (streaming, upstream) {
+        (false, Some(up)) => {
+            let why = why_not_streaming(cluster, node, &up.name).await;
+            Some(match note {
+                Some(n) => format!("{n}\n{why}"),
+                None => why,
+            })
+        }
+        _ => note,
+    };
     Ok(Started::Standby { note, streaming })
+}
+
+/// Why a started standby does not stream: its upstream is down, or (read from its log) the
+/// WAL it needs is gone from the upstream, which only a re-clone repairs.
+async fn why_not_streaming(cluster: &Cluster, node: &str, upstream: &str) -> String {
+    let up_running = match cluster.server(upstream) {
+        Ok(s) => s.is_running().await,
+        Err(_) => false,
+    };
+    if !up_running {
+        return format!("its upstream {upstream} is not running: it streams once `pgrepl start {upstream}` has run");
+    }
+    let log = match cluster.server(node) {
+        Ok(s) => s.log_tail(40).await,
+        Err(_) => String::new(),
+    };
+    if log.contains("has already been removed") {
+        return format!(
+            "{upstream} no longer has the WAL {node} needs (its slot lost it, or it was never kept): re-clone it with `pgrepl rejoin {node} --upstream {upstream} --reclone`"
+        );
+    }
+    format!(
+        "{upstream} runs, but {node} does not stream from it yet: `pgrepl logs {node}` says why"
+    )
 }
 
 /// A node started as a standby must be one: should it answer as a primary (its settings did
