@@ -154,7 +154,12 @@ pub async fn start(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Re
         .as_deref()
         .map(|u| cluster.node(u))
         .transpose()?;
-    let streaming = upstream.is_some()
+    // An upstream that is down cannot feed it: no point waiting.
+    let upstream_runs = match upstream {
+        Some(u) => cluster.server(&u.name)?.is_running().await,
+        None => false,
+    };
+    let streaming = upstream_runs
         && standby::wait_streaming_from(cluster, node, upstream, STANDBY_SETTLE)
             .await
             .is_ok();
