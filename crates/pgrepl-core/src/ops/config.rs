@@ -210,10 +210,10 @@ fn write_shared(cluster: &Cluster, data: &Path) -> Result<bool> {
 /// Brings a running node's shared settings up to the cluster file (after a role change, the
 /// new primary's max_slot_wal_keep_size above all): rewrites pgrepl.conf and reloads when it
 /// changed. Settings that need a restart (max_wal_senders) wait for the next one.
-pub async fn apply_shared(cluster: &Cluster, node: &str) -> Result<()> {
+pub async fn apply_shared(cluster: &Cluster, node: &str) -> Result<bool> {
     let data = cluster.data_dir(node);
     if !write_shared(cluster, &data)? {
-        return Ok(());
+        return Ok(false);
     }
     cluster
         .connect(node)
@@ -221,7 +221,7 @@ pub async fn apply_shared(cluster: &Cluster, node: &str) -> Result<()> {
         .execute("SELECT pg_reload_conf()", &[])
         .await
         .what(|| format!("cannot reload {node}"))?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

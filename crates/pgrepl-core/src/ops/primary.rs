@@ -94,6 +94,10 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
             "'{node}' is running as a standby: `primary init` applies to a primary (promote it first with `pgrepl promote {node}`)"
         )));
     }
+    // Settings changed in the cluster file since (max_slot_wal_keep_size, say) apply now.
+    if config::apply_shared(cluster, node).await? {
+        done.push("applied the cluster file's settings (reloaded)".into());
+    }
     let secrets = cluster.secrets()?;
     let user = &cluster.spec.cluster.replication_user;
     let exists: bool = client
