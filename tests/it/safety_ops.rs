@@ -277,6 +277,10 @@ fn slots_serve_standbys_only_and_are_bounded() {
     }
     assert!(slots(&c, "pg1").is_empty(), "{:?}", slots(&c, "pg1"));
     assert_eq!(c.sql("pg0", "SHOW max_slot_wal_keep_size"), "2MB");
+    // `up` applies a change too, without a role change.
+    std::fs::write(&c.config, c.spec_text().replace("\"2MB\"", "\"3MB\"")).unwrap();
+    c.ok(&["up"]);
+    assert_eq!(c.sql("pg0", "SHOW max_slot_wal_keep_size"), "3MB");
 
     // A standby down while more WAL than that is written loses its slot.
     c.ok(&["stop", "pg2"]);
