@@ -177,17 +177,41 @@ fn needs_cluster_file(c: &Command) -> bool {
 /// pg0's port asked for when a cluster file is written: `--base-port`, else
 /// PGREPL_BASE_PORT; and whether it was asked on the command line.
 fn base_port(flag: Option<u16>) -> Result<(Option<u16>, bool)> {
-    if flag.is_some() {
-        return Ok((flag, true));
-    }
-    match std::env::var(BASE_PORT_ENV) {
-        Ok(v) if !v.trim().is_empty() => {
-            let port = v.trim().parse().map_err(|_| {
-                anyhow::anyhow!("{BASE_PORT_ENV}={v} is not a port: set it to a number such as 25432, or unset it")
-            })?;
-            Ok((Some(port), false))
+    let asked = if flag.is_some() {
+        (flag, true)
+    } else {
+        match std::env::var(BASE_PORT_ENV) {
+            Ok(v) if !v.trim().is_empty() => {
+                let port = v.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("{BASE_PORT_ENV}={v} is not a port: set it to a number such as 25432, or unset it")
+                })?;
+                (Some(port), false)
+            }
+            _ => (None, false),
         }
-        _ => Ok((None, false)),
+    };
+    if let Some(p) = asked.0 {
+        warn_if_ephemeral(p);
+    }
+    Ok(asked)
+}
+
+/// Ports in the kernel's ephemeral range are handed to outgoing connections: one may hold a
+/// node's port at any time (a client's TIME-WAIT did, for minutes), and `up` then fails.
+fn warn_if_ephemeral(base: u16) {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return;
+    };
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
+        return;
+    };
+    if (lo..=hi).contains(&u32::from(base)) {
+        eprintln!(
+            "warning: port {base} is in the kernel's ephemeral range ({lo}-{hi}), which outgoing connections use: a node's port may be taken at any time; prefer a base port below {lo} (e.g. 25432)"
+        );
     }
 }
 
