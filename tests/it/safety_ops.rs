@@ -425,6 +425,8 @@ fn failover_asks_the_standbys_whether_a_primary_runs() {
     spec.save(&c.config).unwrap();
     let e = c.fails(&["failover"]);
     assert!(e.contains("no node of the cluster file"), "{e}");
+    let e = c.fails(&["promote", "pg1"]);
+    assert!(e.contains("no node of the cluster file"), "{e}");
     // The file back as it was, to ask every node who is writable.
     std::fs::write(&c.config, before).unwrap();
     assert_eq!(c.assert_one_primary_holding("t", &acked), "pg0");

@@ -401,6 +401,11 @@ pub async fn promote(
     if !others.is_empty() && !fence_others && !force {
         return Err(split_brain_refusal(node, &others));
     }
+    if !force {
+        if let Some(refusal) = super::failover::unknown_sender(cluster, &probes) {
+            return Err(refusal);
+        }
+    }
     let facts = authority::of_probes(cluster, &probes);
     let mine = facts.iter().find(|f| f.name == node).expect("probed");
     let newer = authority::newer_than(mine, &facts);

@@ -231,9 +231,11 @@ async fn resume_stopped(
 async fn stop(cluster: &Cluster, old: &str) -> Result<()> {
     tokio::time::timeout(STOP_TIMEOUT, cluster.server(old)?.stop(StopMode::Fast))
         .await
-        .map_err(|_| Error::Timeout {
-            what: format!("{old} to shut down"),
-            after: STOP_TIMEOUT,
+        .map_err(|_| {
+            Error::Precondition(format!(
+                "{old} did not finish its fast shutdown within {} s (a standby that does not answer, frozen say, holds it back), and it is still shutting down; once it has stopped, run `pgrepl switchover` again with the same target to go on, or `pgrepl start {old}` to give it its role back",
+                STOP_TIMEOUT.as_secs()
+            ))
         })?
 }
 
@@ -297,10 +299,15 @@ async fn take_over(
             if replayed.is_some_and(|r| r > ckpt) {
                 return Some(Ok(()));
             }
-            if !target_server.is_running().await {
-                return Some(Err(format!("{target} stopped")));
+            // A frozen target may still answer through a backend that was not stopped, but
+            // replays nothing.
+            match target_server.state().await {
+                Ok(crate::runtime::ProcessState::Running) => None,
+                Ok(crate::runtime::ProcessState::Frozen) => {
+                    Some(Err(format!("{target} is frozen")))
+                }
+                _ => Some(Err(format!("{target} stopped"))),
             }
-            None
         },
     )
     .await;

@@ -83,7 +83,7 @@ pub async fn failover(
 /// "Is there a primary?" is also asked of the standbys: one that streams from a server that is
 /// no node of the cluster file (a node removed from the file by hand, say) shows that a
 /// primary may be running there, and promoting would make a second one.
-fn unknown_sender(cluster: &Cluster, probes: &[Probe]) -> Option<Error> {
+pub(crate) fn unknown_sender(cluster: &Cluster, probes: &[Probe]) -> Option<Error> {
     probes.iter().find_map(|p| {
         let pos = p.position.as_ref()?;
         let streaming = pos.in_recovery && pos.receiver_status.as_deref() == Some("streaming");
@@ -96,7 +96,7 @@ fn unknown_sender(cluster: &Cluster, probes: &[Probe]) -> Option<Error> {
             pos.sender_port?
         );
         Some(Error::Precondition(format!(
-            "{} streams from {at}, which is no node of the cluster file: a primary may be running there, and promoting a standby would make a second one; add that node back to the cluster file, or stop that server, then run `pgrepl failover` again (`--force` promotes anyway)",
+            "{} streams from {at}, which is no node of the cluster file: a primary may be running there, and promoting a standby would make a second one; add that node back to the cluster file, or stop that server, then try again (`--force` promotes anyway)",
             p.name
         )))
     })
