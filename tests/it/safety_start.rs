@@ -173,7 +173,13 @@ fn the_old_primary_of_an_interrupted_switchover_starts_as_a_standby() {
     c.ok(&["start", "pg0"]);
     assert_only_writable(&c, "pg1");
     c.ok(&["stop", "pg0"]);
-    let _ = c.run(&["up"]);
+    // `up` cannot finish what the switchover began: it names the command that does.
+    let out = c.run(&["up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("pgrepl switchover --to pg1"),
+        "{err}"
+    );
     assert_only_writable(&c, "pg1");
     c.wait_sql("pg0", "SELECT count(*) FROM acked", "51");
     // The rerun completes the switchover.

@@ -29,6 +29,23 @@ pub fn write<T: Serialize>(cluster: &Cluster, name: &str, entry: &T) -> Result<(
     )
 }
 
+/// The command that completes an interrupted failover or switchover, when a journal says
+/// one was interrupted: the advice a command that finds the cluster half-changed gives.
+pub fn interrupted(cluster: &Cluster) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        target: String,
+    }
+    if let Some(e) = read::<Entry>(cluster, "switchover") {
+        return Some(format!(
+            "a switchover to {} was interrupted: complete it with `pgrepl switchover --to {}`",
+            e.target, e.target
+        ));
+    }
+    read::<Entry>(cluster, "failover")
+        .map(|_| "a failover was interrupted: complete it with `pgrepl failover`".to_string())
+}
+
 pub fn clear(cluster: &Cluster, name: &str) -> Result<()> {
     let p = path(cluster, name);
     match std::fs::remove_file(&p) {

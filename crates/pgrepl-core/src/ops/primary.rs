@@ -76,10 +76,12 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
         match guard::start(cluster, node, progress).await? {
             guard::Started::Primary { .. } => done.push("started it".into()),
             standby @ guard::Started::Standby { .. } => {
+                let next = super::journal::interrupted(cluster)
+                    .unwrap_or_else(|| "`primary init` applies to a primary".into());
                 return Err(Error::Precondition(format!(
-                    "{}; `primary init` applies to a primary",
+                    "{}; {next}",
                     standby.describe(node).replace('\n', "; ")
-                )))
+                )));
             }
         }
     }
@@ -90,9 +92,12 @@ pub async fn init(cluster: &Cluster, node: &str, progress: &dyn Progress) -> Res
         .await?;
     let pos = queries::position(&client).await?;
     if pos.in_recovery {
-        return Err(Error::Precondition(format!(
-            "'{node}' is running as a standby: `primary init` applies to a primary (promote it first with `pgrepl promote {node}`)"
-        )));
+        return Err(Error::Precondition(match super::journal::interrupted(cluster) {
+            Some(next) => format!("'{node}' is running as a standby; {next}"),
+            None => format!(
+                "'{node}' is running as a standby: `primary init` applies to a primary (promote it first with `pgrepl promote {node}`)"
+            ),
+        }));
     }
     // Settings changed in the cluster file since (max_slot_wal_keep_size, say) apply now.
     if config::apply_shared(cluster, node).await? {

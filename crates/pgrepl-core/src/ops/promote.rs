@@ -320,9 +320,9 @@ pub(crate) fn further_refusal(candidate: &Facts, further: &[&Facts], force: &str
         .iter()
         .map(|f| {
             format!(
-                "{}{} (to {})",
+                "{} ({}to {})",
                 f.name,
-                if f.running { "" } else { " (stopped)" },
+                if f.running { "" } else { "stopped, " },
                 f.end.unwrap_or_default()
             )
         })
