@@ -150,6 +150,20 @@ pub async fn purge(cluster: &Cluster) -> Result<Outcome> {
             cluster.name()
         )));
     };
+    // A server may run on a directory the cluster file no longer names (a node removed from
+    // it by hand): its data is not deleted under it. (Processes of the host's pid namespace
+    // only: a container's postmaster.pid holds a pid of its own namespace.)
+    if cluster.runtime.kind() != crate::spec::RuntimeKind::Docker {
+        for d in &plan.delete {
+            let live = runtime::signals::pidfile_pid(d).filter(|p| runtime::signals::alive(*p));
+            if let Some(pid) = live {
+                return Err(Error::Precondition(format!(
+                    "a server (pid {pid}) still runs on {}: stop it first (`pgrepl stop NODE`, or `kill {pid}` for a node no longer in the cluster file)",
+                    d.display()
+                )));
+            }
+        }
+    }
     let dir = &cluster.dir;
     if !cluster_dir::purge(dir, &plan)? {
         return Ok(Outcome::Done(if plan.foreign.is_empty() {
