@@ -6,12 +6,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{skip_without, Pg, TestCluster};
+use crate::common::{node, skip_without, Pg, TestCluster};
 use pgrepl_core::cluster::Options;
 use pgrepl_core::progress::Silent;
 use pgrepl_core::runtime::NetFault;
 use pgrepl_core::Cluster;
-use serde_json::Value;
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
@@ -50,16 +49,6 @@ fn labelled(c: &TestCluster) -> Vec<String> {
             .map(str::to_string),
     );
     names
-}
-
-fn node(s: &Value, name: &str) -> Value {
-    s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} in {s}"))
 }
 
 fn assert_all_stream_from(c: &TestCluster, primary: &str) {
@@ -354,7 +343,8 @@ fn freeze_and_partition_in_the_containers() {
         rt.block_on(runtime.state(&pg2)).unwrap(),
         pgrepl_core::runtime::ProcessState::Frozen
     );
-    let n = node(&c.status(), "pg2");
+    let s = c.status();
+    let n = node(&s, "pg2");
     // (`frozen` is status's own column where it has one.)
     assert!(n["frozen"] == true || n["state"] == "not answering", "{n}");
     let e = c.fails(&["stop", "pg2"]);

@@ -5,18 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Pg, TestCluster};
-use serde_json::Value;
-
-fn node(s: &Value, name: &str) -> Value {
-    s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == name)
-        .cloned()
-        .unwrap()
-}
+use crate::common::{node, Pg, TestCluster};
 
 fn spec_upstream(c: &TestCluster, name: &str) -> Option<String> {
     let text = std::fs::read_to_string(&c.config).unwrap();

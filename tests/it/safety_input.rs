@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{Pg, TestCluster};
+use crate::common::{node, Pg, TestCluster};
 
 /// A cluster of `nodes` nodes (pg0 the primary, the others streaming from it), written over
 /// the lab's file; `cluster_extra` goes into the [cluster] section, `node_extra(i)` into
@@ -89,15 +89,6 @@ impl Drop for Frozen {
             nix::sys::signal::Signal::SIGCONT,
         );
     }
-}
-
-fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == name)
-        .unwrap()
 }
 
 /// #3: a frozen primary is a row in status, and failover neither hangs on it nor leaves it

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::{free_base_port, Pg, TestCluster};
+use crate::common::{free_base_port, node, Pg, TestCluster};
 use serde_json::{json, Value};
 
 /// pgrepl as a user runs it: no -c, from `dir`, with none of pgrepl's variables set.
@@ -51,15 +51,6 @@ fn temp_dir() -> tempfile::TempDir {
         .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
-}
-
-fn node<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == name || n["name"] == name)
-        .unwrap_or_else(|| panic!("no node {name} in {report}"))
 }
 
 fn lsn(v: &Value) -> u64 {

@@ -528,3 +528,13 @@ pub fn exit_within(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A node's entry in a status or command report (`nodes`, by `name` or `node`).
+pub fn node<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {report}"))
+        .iter()
+        .find(|n| n["node"] == name || n["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name} in {report}"))
+}
